@@ -58,7 +58,7 @@ def score(model, tok, prompts, answers, batch_size:int=64) -> pd.DataFrame:
                                conf=float(best.values.sum().exp()))
     return pd.DataFrame(rows)
 
-# %% ../nbs/03_evaluate.ipynb 11
+# %% ../nbs/03_evaluate.ipynb 13
 class Eval:
     "Result of `evaluate`: `.examples` (one row per example) and `.summary` (one row)."
     def __init__(self, examples:pd.DataFrame, summary:pd.DataFrame): self.examples, self.summary = examples, summary
@@ -78,7 +78,7 @@ def evaluate(model, tok, task, # task name ('sort', 'entity:ood'), Task, or Data
                               logprob=ex.logprob.mean(), ece=ece(ex.conf, ex.correct, bins))])
     return Eval(ex, summ)
 
-# %% ../nbs/03_evaluate.ipynb 13
+# %% ../nbs/03_evaluate.ipynb 15
 @torch.no_grad()
 def lm_loss(model, tok, texts=None, # texts; default: 256 examples of the pre-training mixture
             batch_size:int=64) -> float:
@@ -95,7 +95,7 @@ def lm_loss(model, tok, texts=None, # texts; default: 256 examples of the pre-tr
         tot += float((nll * m).sum()); cnt += int(m.sum())
     return tot / cnt
 
-# %% ../nbs/03_evaluate.ipynb 14
+# %% ../nbs/03_evaluate.ipynb 16
 def evaluate_all(model, tok, tasks=tuple(TASKS), # task names
                  splits=('id', 'ood'), n:int=256, seed:int=10_000, batch_size:int=64) -> pd.DataFrame:
     "Summary rows (task, split, n, accuracy, chance, logprob, ece) for every task and split."

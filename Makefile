@@ -1,0 +1,49 @@
+# ftlab: `make demo` runs the main job, `make test` the default test suite. Both set up .venv first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+# Stable 2-thread timings on CPU (see shared zoo notes): OpenMP threads spin instead of sleeping.
+export OMP_WAIT_POLICY ?= ACTIVE
+export PYTHONHASHSEED ?= 0
+
+.PHONY: setup demo test test-all docs zoo bench clean
+
+setup: $(VENV)/.installed
+
+# constraints.txt pins every package (torch==2.13.0: the local CPU wheel); settings.ini keeps ranges.
+$(VENV)/.installed: settings.ini setup.py constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt pip setuptools wheel
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt torch==2.13.0
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt --no-build-isolation -e '.[dev]'
+	@touch $@
+
+demo: setup
+	$(BIN)/ftlab demo --model llama --out reports/demo
+
+# Default suite (< 15 min on 2 cores): notebooks in sync with ftlab/ and clean (tests/test_project.py),
+# every notebook run by nbdev_test (cells flagged `#| slow` skipped), then pytest tests/.
+test: setup
+	$(BIN)/nbdev_test --n_workers 2
+	$(PY) -m pytest -q tests
+
+# Full suite: also the `#| slow` cells (longer training and studies).
+test-all: setup
+	$(BIN)/nbdev_test --n_workers 2 --flags slow
+	FTLAB_SLOW=1 $(PY) -m pytest -q tests
+
+# Docs: nbdev_docs (Quarto) where Quarto is installed, else nbconvert renders the processed notebooks.
+docs: setup
+	@if command -v quarto >/dev/null; then $(BIN)/nbdev_docs; else $(PY) nbs/_site.py --out _site; fi
+
+# Retrain the embedded zoo from scratch (deterministic; see the model cards for the time it takes).
+zoo: setup
+	$(BIN)/ftlab zoo
+
+bench: setup
+	$(PY) bench/weights.py
+
+clean:
+	rm -rf _proc _docs _site reports .pytest_cache
