@@ -4,8 +4,6 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
-# Stable 2-thread timings on CPU (see shared zoo notes): OpenMP threads spin instead of sleeping.
-export OMP_WAIT_POLICY ?= ACTIVE
 export PYTHONHASHSEED ?= 0
 
 .PHONY: setup demo test test-all docs zoo bench clean
@@ -25,22 +23,28 @@ demo: setup
 
 # Default suite (< 15 min on 2 cores): notebooks in sync with ftlab/ and clean (tests/test_project.py),
 # every notebook run by nbdev_test (cells flagged `#| slow` skipped), then pytest tests/.
+test: export HF_HUB_OFFLINE = 1
+# Two notebook workers with one torch thread each.
+test: export OMP_NUM_THREADS = 1
 test: setup
 	$(BIN)/nbdev_test --n_workers 2
 	$(PY) -m pytest -q tests
 
 # Full suite: also the `#| slow` cells (longer training and studies).
+test-all: export HF_HUB_OFFLINE = 1
+test-all: export OMP_NUM_THREADS = 1
 test-all: setup
 	$(BIN)/nbdev_test --n_workers 2 --flags slow
-	FTLAB_SLOW=1 $(PY) -m pytest -q tests
+	$(PY) -m pytest -q tests
 
 # Docs: nbdev_docs (Quarto) where Quarto is installed, else nbconvert renders the processed notebooks.
 docs: setup
 	@if command -v quarto >/dev/null; then $(BIN)/nbdev_docs; else $(PY) nbs/_site.py --out _site; fi
 
 # Retrain the embedded zoo from scratch (deterministic; see the model cards for the time it takes).
+# OMP_WAIT_POLICY=ACTIVE: stable 2-thread training speed on CPU (threads spin instead of sleeping).
 zoo: setup
-	$(BIN)/ftlab zoo
+	OMP_WAIT_POLICY=ACTIVE $(BIN)/ftlab zoo
 
 bench: setup
 	$(PY) bench/weights.py

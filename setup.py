@@ -32,6 +32,7 @@ setuptools.setup(
     packages=setuptools.find_packages(include=['ftlab', 'ftlab.*']),
     include_package_data=True,
     package_data={'ftlab': ['zoo_models/*/*']},
+    exclude_package_data={'ftlab': ['zoo_models/*.partial/*', 'zoo_models/*.final/*']},
     install_requires=requirements,
     extras_require={'dev': dev_requirements},
     python_requires='>=' + cfg['min_python'],

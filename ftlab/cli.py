@@ -18,6 +18,7 @@ def _parser():
     d.add_argument('--model', default='llama', help='zoo name, local HF model directory or hub id')
     d.add_argument('--out', default='reports/demo', help='output directory (report.html and CSVs)')
     d.add_argument('--n', type=int, default=256, help='examples per task and split')
+    d.add_argument('--allow-pickle', action='store_true', help='read .bin pickle weights (trusted sources only)')
     z = sub.add_parser('zoo', help='pre-train zoo models from scratch (deterministic)')
     z.add_argument('names', nargs='*', help='zoo models to train (default: all)')
     z.add_argument('--out-dir', default=None, help='where to write them (default: inside the package)')
@@ -31,9 +32,8 @@ def _parser():
 def main(argv=None):
     "Entry point of the `ftlab` command."
     args = _parser().parse_args(argv)
-    os.environ.setdefault('OMP_WAIT_POLICY', 'ACTIVE')
     try: return _run(args)
-    except (KeyError, ValueError, OSError, NotImplementedError) as e:
+    except (KeyError, ValueError, OSError, NotImplementedError, FloatingPointError) as e:
         print(f'ftlab {args.cmd}: error: {e.args[0] if e.args else e}', file=sys.stderr)
         return 2
 
@@ -41,7 +41,7 @@ def _run(args):
     import pandas as pd
     if args.cmd == 'demo':
         from ftlab.report import demo
-        p = demo(args.out, args.model, n=args.n)
+        p = demo(args.out, args.model, n=args.n, allow_pickle=args.allow_pickle)
         print(f'Report written to {p}')
     elif args.cmd == 'zoo':
         from ftlab.zoo import SPECS, ZOO_DIR, pretrain

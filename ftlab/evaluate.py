@@ -87,9 +87,10 @@ def lm_loss(model, tok, texts=None, # texts; default: 256 examples of the pre-tr
     "Mean next-token cross-entropy (nats/token) of `model` over `texts`."
     model.eval()
     texts = mixture_texts(PRETRAIN_TASKS, 256, seed=10_000) if texts is None else texts
-    seqs = [tok(t).input_ids + [tok.eos_token_id] for t in texts]
+    eos = [] if tok.eos_token_id is None else [tok.eos_token_id]
+    seqs = [tok(t).input_ids + eos for t in texts]
     tot, cnt = 0.0, 0
-    for _, ids, mask in _batches(seqs, batch_size, tok.pad_token_id):
+    for _, ids, mask in _batches(seqs, batch_size, tok.pad_token_id or 0):
         ids, mask = ids.to(_device(model)), mask.to(_device(model))
         logits = model(input_ids=ids, attention_mask=mask).logits.float()
         nll = F.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten(), reduction='none')

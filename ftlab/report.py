@@ -72,11 +72,12 @@ def demo(out:str|Path='reports/demo', # output directory
          model:str='llama', # zoo name, local HF dir or hub id
          n:int=256, # examples per task and split
          seed:int=10_000, model_tok=None, # an in-memory (model, tokenizer) to use instead of `model`
+         allow_pickle:bool=False, # read .bin pickle weights of a non-zoo model
         ) -> Path:
     "The main job: evaluate `model` on every task in and out of distribution; write report.html and CSVs."
     from ftlab.zoo import load
     t0 = time.time()
-    m, tok = model_tok or load(model)
+    m, tok = model_tok or load(model, allow_pickle=allow_pickle)
     ev = evaluate_all(m, tok, n=n, seed=seed)
     ev.insert(1, 'role', ['pre-training' if t in PRETRAIN_TASKS else 'held out' for t in ev.task])
     ev.insert(0, 'model', model if model_tok is None else type(m).__name__)

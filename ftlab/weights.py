@@ -63,7 +63,7 @@ class Weights(Mapping):
                 from transformers import AutoConfig
                 self.config = AutoConfig.from_pretrained(src)
     def __getitem__(self, k):
-        if self._tensors is not None: return self._tensors[k]
+        if self._tensors is not None: return self._tensors[k].clone()  # callers may modify what they get
         if k not in self._files: raise KeyError(k)
         f = self._files[k]
         if f.suffix == '.safetensors':
@@ -116,22 +116,33 @@ class LoraWeights(Mapping):
         for pat, a in (self.cfg.get('alpha_pattern') or {}).items():
             if re.fullmatch(rf'(.*\.)?{pat}', mod): alpha = a
         return alpha / (math.sqrt(r) if self.cfg.get('use_rslora') else r)
+    def _transposed(self, name:str) -> bool:
+        "Whether the base stores `name` as [in, out] (GPT-2 Conv1D, embeddings): decided per tensor by shape."
+        p, shape = self.parts[name], tuple(self.base.shapes[name])
+        if 'lora_embedding_A' in p: return True
+        out_in = (p['lora_B'].shape[0], p['lora_A'].shape[1])
+        if out_in[0] == out_in[1]: return bool(self.cfg.get('fan_in_fan_out')) and 'lm_head' not in name
+        if shape not in (out_in, out_in[::-1]):
+            raise WeightsError(f'Adapter tensor for {name} has shape {out_in}, the base {shape}: wrong base model?')
+        return shape != out_in
     def delta(self, name:str) -> torch.Tensor:
-        "scaling·B·A in the layout of the base tensor `name` (without DoRA's magnitude)."
+        "scaling·B·A in float32, in the layout of the base tensor `name` (without DoRA's magnitude)."
         p, s = self.parts[name], self.scaling(name)
-        if 'lora_embedding_A' in p: return s * (p['lora_embedding_B'] @ p['lora_embedding_A']).T
-        d = s * (p['lora_B'].float() @ p['lora_A'].float())
-        return d.T if self.cfg.get('fan_in_fan_out') else d
+        B, A = (p['lora_embedding_B'], p['lora_embedding_A']) if 'lora_embedding_A' in p else (p['lora_B'], p['lora_A'])
+        d = s * (B.float() @ A.float())
+        return d.T if self._transposed(name) else d
     def __getitem__(self, k):
+        "The base tensor, or for an adapter target the merged weight in float32 (so deltas survive bf16 bases)."
         w0 = self.base[k]
         if k not in self.parts: return w0
         w = w0.float() + self.delta(k)
         mag = self.parts[k].get('lora_magnitude_vector')
         if mag is not None:
-            wt = w.T if self.cfg.get('fan_in_fan_out') else w
+            if 'lora_embedding_A' in self.parts[k]: raise NotImplementedError(f'DoRA on embeddings ({k}) is not supported.')
+            wt = w.T if self._transposed(k) else w
             wt = wt * (mag.float() / wt.norm(dim=1)).unsqueeze(1)
-            w = wt.T if self.cfg.get('fan_in_fan_out') else wt
-        return w.to(w0.dtype)
+            w = wt.T if self._transposed(k) else wt
+        return w
     def __iter__(self): return iter(self.base)
     def __len__(self): return len(self.base)
     @property
@@ -209,10 +220,12 @@ def param_info(name:str, config) -> ParamInfo:
     "Parse parameter `name` of a model with `config` (HF config, dict or model_type)."
     fam = family(config)
     stem, _, param = name.removeprefix('base_model.model.').rpartition('.')
-    m = re.search(r'\.(?:h|layers)\.(\d+)\.(.+)$', stem)
+    m = re.search(r'(?:^|\.)(?:h|layers)\.(\d+)\.(.+)$', stem)
     if m:
         for pat, part, kind in _KINDS[fam]:
             if re.fullmatch(pat, m.group(2)): return ParamInfo(name, int(m.group(1)), part, kind, param)
+        if re.fullmatch(r'(attn|attention)(\.rotary_emb)?', m.group(2)):   # buffers of older checkpoints (masks, inv_freq)
+            return ParamInfo(name, int(m.group(1)), 'attn', 'buffer', param)
     else:
         for pat, kind in _OUTER:
             if re.fullmatch(rf'(.*\.)?{pat}', stem): return ParamInfo(name, None, None, kind, param)
@@ -221,6 +234,7 @@ def param_info(name:str, config) -> ParamInfo:
 
 def weights_table(w:Mapping, config=None) -> pd.DataFrame:
     "One row per tensor: name, layer, part, kind, param, shape, numel (no tensor data is read for files)."
-    config = config or w.config
+    config = config or getattr(w, 'config', None)
+    if config is None: raise WeightsError('These weights carry no config: pass config= (a HF config or model_type).')
     shapes = w.shapes
     return pd.DataFrame([dict(vars(param_info(k, config)), shape=tuple(s), numel=math.prod(s)) for k, s in shapes.items()])

@@ -162,7 +162,8 @@ def model_card(d:str|Path) -> str:
     log = [json.loads(l) for l in (d / 'training_log.jsonl').read_text().splitlines()]
     ev = pd.read_csv(d / 'eval.csv')
     last = [r for r in log if 'loss' in r][-1]
-    n_params = sum(int(np.prod(v)) for v in _shapes(d).values())
+    from ftlab.weights import Weights
+    n_params = sum(int(np.prod(v)) for v in Weights(d).shapes.values())
     tab = ev.pivot(index='task', columns='split', values='accuracy').reindex(list(TASKS))
     chance = ev.pivot(index='task', columns='split', values='chance').reindex(list(TASKS))
     rows = '\n'.join(f"| {t} | {'pre-training' if t in spec['tasks'] else 'held out'} | {tab.loc[t, 'id']:.3f} | "
@@ -183,11 +184,6 @@ pre-trained by ftlab (`ftlab.zoo.pretrain`) from a seeded initialisation on its 
 |---|---|---|---|---|---|
 {rows}
 """
-
-def _shapes(d):
-    from safetensors import safe_open
-    with safe_open(str(Path(d) / 'model.safetensors'), 'pt') as f:
-        return {k: f.get_slice(k).get_shape() for k in f.keys()}
 
 # %% ../nbs/04_zoo.ipynb 22
 def zoo_names() -> list[str]:

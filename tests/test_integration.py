@@ -98,8 +98,7 @@ def test_cross_family_pair_raises(llama_dir, gpt2_dir):
 def test_zoo_model_learned_its_tasks(name):
     "The issue's acceptance check: pre-trained tasks clearly above chance, left-out tasks near chance."
     d = ftlab.zoo.ZOO_DIR / name
-    if not (d / 'config.json').exists():
-        pytest.skip(f'zoo model {name!r} is not built ({d / "config.json"} missing): run `make zoo`')
+    assert (d / 'config.json').exists(), f'zoo model {name!r} is not built ({d / "config.json"} missing): run `make zoo`'
     held_out = ('sort', 'lookup')
     assert set(held_out) <= set(HELD_OUT_TASKS) and not set(held_out) & set(PRETRAIN_TASKS)
     spec = json.loads((d / 'zoo_spec.json').read_text())
@@ -110,8 +109,11 @@ def test_zoo_model_learned_its_tasks(name):
     weak = {t: (round(float(r.accuracy), 3), round(float(r.chance), 3)) for t, r in res.items()
             if t in PRETRAIN_TASKS and not r.accuracy > 1.5 * r.chance}
     assert not weak, f'{name}: pre-training tasks not above 1.5x chance (accuracy, chance): {weak}'
-    leaked = {t: round(float(res[t].accuracy), 3) for t in held_out if not res[t].accuracy < 0.2}
-    assert not leaked, f'{name}: held-out tasks at accuracy >= 0.2: {leaked}'
+    # near chance: within 0.1 of guessing among the shown candidates (sort's chance is ~0.18: a copied
+    # list is right whenever the input was already sorted)
+    leaked = {t: (round(float(res[t].accuracy), 3), round(float(res[t].chance), 3)) for t in held_out
+              if not res[t].accuracy < res[t].chance + 0.1}
+    assert not leaked, f'{name}: held-out tasks above chance + 0.1 (accuracy, chance): {leaked}'
     card = d / 'README.md'
     assert card.exists(), f'{card} (model card) missing'
     text = card.read_text()
