@@ -38,8 +38,9 @@ test-all: setup
 	$(PY) -m pytest -q tests
 
 # Docs: nbdev_docs (Quarto) where Quarto is installed, else nbconvert renders the processed notebooks.
+# README.md is generated from nbs/index.ipynb in both cases.
 docs: setup
-	@if command -v quarto >/dev/null; then $(BIN)/nbdev_docs; else $(PY) nbs/_site.py --out _site; fi
+	@if command -v quarto >/dev/null; then $(BIN)/nbdev_readme && $(BIN)/nbdev_docs; else $(PY) nbs/_site.py --out _site; fi
 
 # Retrain the embedded zoo from scratch (deterministic; see the model cards for the time it takes).
 # OMP_WAIT_POLICY=ACTIVE: stable 2-thread training speed on CPU (threads spin instead of sleeping).

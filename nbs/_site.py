@@ -323,8 +323,24 @@ def build(out:Path, proc:Path, nbs:Path, cfg) -> list[Path]:
                                         f'content="0; url={first}"><a href="{first}">{first}</a>\n')
     return [p['html'] for p in pages]
 
+def readme(nbs:Path, dest:Path) -> Path:
+    "Render nbs/index.ipynb (hidden cells dropped, saved outputs kept) to Markdown at `dest`, as nbdev_readme does."
+    import nbformat
+    from nbconvert import MarkdownExporter
+    nb = nbformat.read(nbs / 'index.ipynb', as_version=4)
+    nb.cells = [c for c in nb.cells if not re.match(r'\s*#\s*\|\s*hide', ''.join(c.source))]
+    for c in nb.cells:
+        if c.cell_type == 'code':
+            c.source = '\n'.join(l for l in c.source.splitlines() if not _re_dir.match(l))
+            c.outputs = [o for o in c.outputs if o.get('output_type') != 'stream' or o.get('name') != 'stderr']
+    body, _ = MarkdownExporter(exclude_input_prompt=True, exclude_output_prompt=True).from_notebook_node(nb)
+    dest.write_text('<!-- generated from nbs/index.ipynb by `make docs` (nbs/_site.py): edit the notebook, not this file -->\n\n'
+                    + body.strip() + '\n')
+    return dest
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    ap.add_argument('--readme', action='store_true', help='only write README.md from nbs/index.ipynb')
     ap.add_argument('--out', default='_site', help='output folder (relative to the repo root), default _site')
     ap.add_argument('--force', action='store_true', help='reprocess every notebook (ignore the _proc cache)')
     ap.add_argument('--workers', type=int, default=None, help='nbdev processing workers (default: cores, at most 4)')
@@ -335,6 +351,8 @@ def main(argv=None):
     from nbdev.config import get_config
     cfg = get_config()
     out = Path(a.out) if Path(a.out).is_absolute() else ROOT / a.out
+    readme(cfg.nbs_path, ROOT / 'README.md'); print('README.md written from nbs/index.ipynb')
+    if a.readme: return
     proc = cfg.config_path / '_proc' if a.no_proc else process(a.force, a.workers)
     t1 = time.time()
     pages = build(out, proc, cfg.nbs_path, cfg)

@@ -135,3 +135,13 @@ def test_module_notebook_header(nb):
         pytest.fail(f'{nb.name}: the first markdown cell needs an H1 `# Title` line; found {md[0][:80]!r}')
     if not re.search(r'^>\s+\S', md[0], re.MULTILINE):
         pytest.fail(f'{nb.name}: the first markdown cell needs a `> summary` line after the title; found {md[0][:120]!r}')
+
+
+def test_readme_is_generated_from_index(tmp_path):
+    "README.md is nbs/index.ipynb rendered (make docs writes it); it names the two set-up commands."
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('_site', ROOT / 'nbs' / '_site.py')
+    site = importlib.util.module_from_spec(spec); spec.loader.exec_module(site)
+    fresh = site.readme(ROOT / 'nbs', tmp_path / 'README.md').read_text()
+    assert (ROOT / 'README.md').read_text() == fresh, 'README.md is stale: run `make docs` (or python nbs/_site.py --readme) and commit'
+    assert 'make demo' in fresh and 'make test' in fresh
