@@ -338,9 +338,30 @@ def readme(nbs:Path, dest:Path) -> Path:
                     + body.strip() + '\n')
     return dest
 
+def execute(nbs:Path, names=None) -> None:
+    "Run the source notebooks (cells flagged `#| slow` skipped) and save their outputs, then nbdev_clean them."
+    from execnb.nbio import read_nb, write_nb
+    from execnb.shell import CaptureShell
+    import subprocess
+    for rel in source_notebooks(nbs):
+        if names and rel.stem not in names: continue
+        path = nbs / rel
+        nb = read_nb(path)
+        slow = lambda c: c.cell_type == 'code' and any(_re_dir.match(l) and _re_dir.match(l).group(1).startswith('slow')
+                                                       for l in c.source.splitlines()[:3])
+        for c in nb.cells:
+            if c.cell_type == 'code': c['outputs'], c['execution_count'] = [], None
+        os.chdir(path.parent)
+        CaptureShell(path).run_all(nb, exc_stop=True, preproc=slow)
+        os.chdir(ROOT)
+        write_nb(nb, path); print('executed', rel)
+    subprocess.run([str(Path(sys.executable).parent / 'nbdev_clean'), '--fname', str(nbs)], check=True)
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     ap.add_argument('--readme', action='store_true', help='only write README.md from nbs/index.ipynb')
+    ap.add_argument('--execute', nargs='*', default=None, metavar='NB',
+                    help='first run the notebooks (all, or the named stems) and save their outputs')
     ap.add_argument('--out', default='_site', help='output folder (relative to the repo root), default _site')
     ap.add_argument('--force', action='store_true', help='reprocess every notebook (ignore the _proc cache)')
     ap.add_argument('--workers', type=int, default=None, help='nbdev processing workers (default: cores, at most 4)')
@@ -351,6 +372,7 @@ def main(argv=None):
     from nbdev.config import get_config
     cfg = get_config()
     out = Path(a.out) if Path(a.out).is_absolute() else ROOT / a.out
+    if a.execute is not None: execute(cfg.nbs_path, a.execute)
     readme(cfg.nbs_path, ROOT / 'README.md'); print('README.md written from nbs/index.ipynb')
     if a.readme: return
     proc = cfg.config_path / '_proc' if a.no_proc else process(a.force, a.workers)

