@@ -194,7 +194,8 @@ def mixture_texts(tasks=PRETRAIN_TASKS, # task names
     out = []
     for t in tasks:
         task = get_task(t); task = task.ood() if split == 'ood' else task
-        out += (task.sample(per, seed).prompt + ' ' + task.sample(per, seed).answer).tolist()
+        df = task.sample(per, seed)
+        out += (df.prompt + ' ' + df.answer).tolist()
     rng = np.random.default_rng(_seed('mixture', seed))
     return [out[i] for i in rng.permutation(len(out))[:n]]
 
