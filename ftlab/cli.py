@@ -22,6 +22,27 @@ def _parser():
     z = sub.add_parser('zoo', help='pre-train zoo models from scratch (deterministic)')
     z.add_argument('names', nargs='*', help='zoo models to train (default: all)')
     z.add_argument('--out-dir', default=None, help='where to write them (default: inside the package)')
+    t = sub.add_parser('train', help='fine-tune a base model on a task (full, LoRA, rsLoRA, DoRA, sparse)')
+    t.add_argument('--base', default='llama', help='zoo name, local HF model directory or hub id')
+    t.add_argument('--task', default='sort', help='task to fine-tune on')
+    t.add_argument('--method', default='lora', help='full, lora, rslora, dora or sparse')
+    t.add_argument('--out', required=True, help='run directory (refused if it exists, unless --overwrite or --resume)')
+    t.add_argument('--overwrite', action='store_true', help='replace an existing run directory')
+    t.add_argument('--resume', action='store_true', help='continue the run in --out from its last checkpoint')
+    t.add_argument('--allow-pickle', action='store_true', help='read .bin pickle weights (trusted sources only)')
+    for name, typ, hlp in [('r', int, 'LoRA rank'), ('alpha', float, 'LoRA alpha (default 2r)'), ('dropout', float, 'LoRA dropout'),
+                           ('targets', str, "attn, mlp, all, or kinds like 'q,v'"), ('preset', str, "full FT only: head or hft"),
+                           ('mask', str, "sparse: a safetensors mask file, or 'grad'"), ('density', float, "sparse with --mask grad"),
+                           ('steps', int, 'optimiser steps'), ('batch-size', int, 'packed rows per step'),
+                           ('seq-len', int, 'tokens per row'), ('lr', float, 'peak learning rate'),
+                           ('weight-decay', float, 'AdamW weight decay'), ('loss-on', str, 'answer or all'),
+                           ('eval-every', int, 'steps between evaluations'), ('n-eval', int, 'examples per evaluated task'),
+                           ('save-every', int, 'steps between checkpoints'), ('seed', int, 'data seed'),
+                           ('init-seed', int, 'adapter init / dropout seed')]:
+        t.add_argument(f'--{name}', type=typ, help=hlp)
+    t.add_argument('--layers', type=int, nargs='+', help='only these decoder layers train')
+    r = sub.add_parser('runs', help='table of the fine-tuning runs under a directory')
+    r.add_argument('root', nargs='?', default='runs')
     e = sub.add_parser('eval', help='accuracy of a model on tasks')
     e.add_argument('model', help='zoo name, local HF model directory or hub id')
     e.add_argument('--task', action='append', help='task name, repeatable (default: all, in and out of distribution)')
@@ -49,6 +70,19 @@ def _run(args):
         bad = [n for n in names if n not in SPECS]
         if bad: raise KeyError(f"Unknown zoo model(s) {bad}; valid: {', '.join(SPECS)}.")
         for n in names: print(f'{n}: written to {pretrain(SPECS[n], Path(args.out_dir or ZOO_DIR) / n)}')
+    elif args.cmd == 'train':
+        from ftlab.train import finetune, TrainConfig
+        kw = {k: v for k, v in vars(args).items() if k in TrainConfig.fields() and v is not None}
+        run = finetune(args.base, args.task, args.method, args.out, overwrite=args.overwrite, resume=args.resume,
+                       allow_pickle=args.allow_pickle, **{k: v for k, v in kw.items() if k not in ('base', 'task', 'method')})
+        m = run.metrics.iloc[[0, -1]][['step', 'task_acc', 'task_loss', 'lm_loss', 'pre_acc']]
+        print(m.to_string(index=False))
+        print(f'Run written to {run.path} (checkpoints: {", ".join(map(str, run.checkpoints))})')
+    elif args.cmd == 'runs':
+        from ftlab.train import runs
+        if not Path(args.root).is_dir(): raise FileNotFoundError(f'{args.root} is not a directory of runs.')
+        df = runs(args.root)
+        print(df.to_string(index=False) if len(df) else f'No runs under {args.root}.')
     elif args.cmd == 'eval':
         from ftlab.zoo import load
         from ftlab.tasks import TASKS, get_task

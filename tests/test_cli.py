@@ -35,7 +35,7 @@ def pickle_dir(tmp_path_factory):
 def test_help_lists_commands():
     r = ftlab('--help')
     assert r.returncode == 0, r.stderr
-    for cmd in ('demo', 'zoo', 'eval'): assert cmd in r.stdout, f'`ftlab --help` does not list {cmd!r}:\n{r.stdout}'
+    for cmd in ('demo', 'zoo', 'eval', 'train', 'runs'): assert cmd in r.stdout, f'`ftlab --help` does not list {cmd!r}:\n{r.stdout}'
 
 def test_no_command_is_a_usage_error():
     r = ftlab()
@@ -81,3 +81,31 @@ def test_eval_missing_model(tmp_path, kind):
     if r.returncode != 2 or 'Traceback' in r.stderr:
         pytest.fail(f'`ftlab eval {arg}` exited {r.returncode} (expected 2, no traceback); stderr ends:\n{r.stderr[-600:]}')
     assert 'no_such_model' in r.stderr or 'empty' in r.stderr, r.stderr
+
+def test_train_lora_then_runs(tmp_path):
+    "`ftlab train` writes a run whose checkpoints load with peft; `ftlab runs` lists it; a second call is refused."
+    out = tmp_path / 'runs' / 'sort-lora'
+    r = ftlab('train', '--base', 'llama', '--task', 'sort', '--method', 'lora', '--r', 4, '--steps', 20,
+              '--eval-every', 10, '--n-eval', 32, '--out', out)
+    assert r.returncode == 0, r.stderr
+    assert 'Run written to' in r.stdout and 'task_acc' in r.stdout, r.stdout
+    ck = out / 'checkpoints' / 'step-000020'
+    assert (ck / 'adapter_config.json').exists() and (ck / 'adapter_model.safetensors').exists(), list(out.rglob('*'))
+    from peft import PeftModel
+    from ftlab.zoo import load
+    base, _ = load('llama')
+    pm = PeftModel.from_pretrained(base, ck)
+    assert pm.peft_config['default'].r == 4
+    again = ftlab('train', '--task', 'sort', '--out', out, '--steps', 20)
+    assert again.returncode == 2 and 'overwrite' in again.stderr, (again.returncode, again.stderr)
+    listed = ftlab('runs', tmp_path / 'runs')
+    assert listed.returncode == 0 and 'sort-lora' in listed.stdout and 'lora' in listed.stdout, listed.stdout
+
+def test_train_bad_method_lists_valid(tmp_path):
+    r = ftlab('train', '--method', 'qlora', '--out', tmp_path / 'x')
+    assert r.returncode == 2 and 'full, lora, rslora, dora, sparse' in r.stderr, r.stderr
+    assert not (tmp_path / 'x').exists()
+
+def test_train_unknown_target(tmp_path):
+    r = ftlab('train', '--targets', 'ffn', '--out', tmp_path / 'x')
+    assert r.returncode == 2 and "Unknown target module 'ffn'" in r.stderr and 'attn, mlp, all' in r.stderr, r.stderr

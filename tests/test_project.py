@@ -12,7 +12,7 @@ CFG = configparser.ConfigParser(delimiters=['='])
 CFG.read(ROOT / 'settings.ini', encoding='utf-8')
 SETTINGS = CFG['DEFAULT']
 LIB, NBS = ROOT / SETTINGS['lib_path'], ROOT / SETTINGS['nbs_path']
-MODULE_NBS = sorted(NBS.glob('[0-9][0-9]_*.ipynb'))
+MODULE_NBS = sorted(NBS.glob('[0-9][0-9]*_*.ipynb'))
 
 def _notebooks(d:Path):
     "Every notebook nbdev would see under `d` (no checkpoints)."
