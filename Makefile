@@ -49,6 +49,7 @@ zoo: setup
 
 bench: setup
 	$(PY) bench/weights.py
+	$(PY) bench/train.py
 
 clean:
 	rm -rf _proc _docs _site reports .pytest_cache

@@ -19,6 +19,8 @@ def _parser():
     d.add_argument('--out', default='reports/demo', help='output directory (report.html and CSVs)')
     d.add_argument('--n', type=int, default=256, help='examples per task and split')
     d.add_argument('--allow-pickle', action='store_true', help='read .bin pickle weights (trusted sources only)')
+    d.add_argument('--train-task', default='sort', help='task of the training section')
+    d.add_argument('--train-steps', type=int, default=200, help='steps per fine-tune in the training section (0: skip it)')
     z = sub.add_parser('zoo', help='pre-train zoo models from scratch (deterministic)')
     z.add_argument('names', nargs='*', help='zoo models to train (default: all)')
     z.add_argument('--out-dir', default=None, help='where to write them (default: inside the package)')
@@ -62,7 +64,8 @@ def _run(args):
     import pandas as pd
     if args.cmd == 'demo':
         from ftlab.report import demo
-        p = demo(args.out, args.model, n=args.n, allow_pickle=args.allow_pickle)
+        p = demo(args.out, args.model, n=args.n, allow_pickle=args.allow_pickle, train_task=args.train_task,
+                 train_steps=args.train_steps)
         print(f'Report written to {p}')
     elif args.cmd == 'zoo':
         from ftlab.zoo import SPECS, ZOO_DIR, pretrain

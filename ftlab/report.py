@@ -75,8 +75,10 @@ def demo(out:str|Path='reports/demo', # output directory
          n:int=256, # examples per task and split
          seed:int=10_000, model_tok=None, # an in-memory (model, tokenizer) to use instead of `model`
          allow_pickle:bool=False, # read .bin pickle weights of a non-zoo model
+         train_task:str='sort', # task the training section fine-tunes on (a held-out task of the zoo)
+         train_steps:int=200, # steps of each fine-tune in the training section (0: no training section)
         ) -> Path:
-    "The main job: evaluate `model` on every task in and out of distribution; write report.html and CSVs."
+    "The main job: evaluate `model` on every task in and out of distribution, fine-tune it; write report.html and CSVs."
     from ftlab.zoo import load
     t0 = time.time()
     m, tok = model_tok or load(model, allow_pickle=allow_pickle)
@@ -94,5 +96,29 @@ def demo(out:str|Path='reports/demo', # output directory
            f"- LM loss on the pre-training mixture: **{loss:.3f}** nats/token")
     r.figure(accuracy_figure(ev, f'Accuracy of {ev.model[0]} per task'))
     r.table('base_eval', ev, 'Accuracy, chance, mean answer log-prob and ECE per task and split')
+    if train_steps: _training_section(r, model, tok, out, model_tok, allow_pickle, train_task, train_steps, n)
     r.text(f'_Written by `ftlab demo` in {time.time() - t0:.0f} s._')
     return r.save(out)
+
+# %% ../nbs/05_report.ipynb 12
+def _training_section(r, model, tok, out, model_tok, allow_pickle, task, steps, n):
+    from ftlab.train import finetune, curves_figure, tradeoff_figure
+    runs_ = {}
+    for label, method, kw in (('full FT', 'full', {}), ('LoRA r=8', 'lora', dict(r=8))):
+        runs_[label] = finetune(model, task, method, Path(out) / 'runs' / f'{task}-{method}', overwrite=True,
+                                model_tok=model_tok, allow_pickle=allow_pickle, steps=steps, progress=False,
+                                eval_every=max(1, steps // 8), n_eval=min(n, 128), **kw)
+    tab = pd.DataFrame([dict(label=k, **run.summary()) for k, run in runs_.items()])
+    tab = tab[['label', 'task', 'method', 'r', 'lr', 'steps', 'base_task_acc', 'task_acc', 'task_ood_acc',
+               'lm_loss', 'd_lm_loss', 'pre_acc', 'd_pre_acc']]
+    c = runs_['full FT'].config
+    lines = '\n'.join(f"- {k}: accuracy on `{task}` {x.base_task_acc:.3f} → **{x.task_acc:.3f}**; LM loss on the "
+                      f"pre-training mixture {x.d_lm_loss:+.3f} nats/token; pre-training tasks' accuracy {x.d_pre_acc:+.3f}"
+                      for k, x in zip(tab.label, tab.itertuples()))
+    r.text(f"## Training: full fine-tuning vs LoRA on `{task}`\n\n"
+           f"Both runs: {steps} steps of {c.batch_size}×{c.seq_len} packed tokens, loss on the answer tokens, "
+           f"AdamW with warm-up and cosine decay (full FT lr {c.lr:g}, LoRA lr {runs_['LoRA r=8'].config.lr:g}, α = 2r). "
+           f"Forgetting is measured against the unmodified base (step 0) on {min(n, 128)} examples per task.\n\n{lines}")
+    r.figure(curves_figure(runs_, f'Learning `{task}` and forgetting the pre-training tasks'))
+    r.figure(tradeoff_figure(runs_))
+    r.table('training_runs', tab, 'Final numbers of each fine-tune (d_: change from the base)')

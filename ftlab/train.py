@@ -4,7 +4,7 @@
 
 # %% ../nbs/04a_train.ipynb 1
 from __future__ import annotations
-import json, math, os, shutil, time
+import copy, json, math, os, shutil, time
 from dataclasses import dataclass, asdict, field, fields
 from pathlib import Path
 import numpy as np, pandas as pd, torch
@@ -362,7 +362,7 @@ def finetune(base='llama', # zoo name, local HF model directory or hub id (recor
              overwrite:bool=False, # replace an existing `out`
              resume:bool=False, # continue the run in `out` from its last checkpoint
              mask=None, # sparse: dict name → bool tensor (overrides config.mask)
-             model_tok=None, # an in-memory (model, tokenizer) to fine-tune instead of loading `base`
+             model_tok=None, # an in-memory (model, tokenizer) to fine-tune instead of loading `base` (copied, not changed)
              progress:bool=True, # tqdm progress bar (terminal and notebook)
              live:bool=False, # show a live plot (plotly FigureWidget) in a notebook
              callbacks=(), # functions called with each evaluation row (dict)
@@ -378,7 +378,7 @@ def finetune(base='llama', # zoo name, local HF model directory or hub id (recor
     out, resuming = _prepare(cfg, out or Path('runs') / f'{cfg.task}-{cfg.method}', overwrite, resume)
     torch.set_num_threads(cfg.threads or min(2, os.cpu_count()))
     from ftlab.zoo import load
-    model, tok = model_tok or load(cfg.base, allow_pickle=allow_pickle)
+    model, tok = (copy.deepcopy(model_tok[0]), model_tok[1]) if model_tok else load(cfg.base, allow_pickle=allow_pickle)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     train = tsk.sample(cfg.n_train, cfg.seed)
     examples = encode_examples(tok, train.prompt, train.answer, cfg.loss_on)

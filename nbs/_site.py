@@ -338,8 +338,8 @@ def readme(nbs:Path, dest:Path) -> Path:
                     + body.strip() + '\n')
     return dest
 
-def execute(nbs:Path, names=None) -> None:
-    "Run the source notebooks (cells flagged `#| slow` skipped) and save their outputs, then nbdev_clean them."
+def execute(nbs:Path, names=None, slow_too:bool=False) -> None:
+    "Run the source notebooks (cells flagged `#| slow` skipped unless `slow_too`) and save their outputs, then nbdev_clean them."
     from execnb.nbio import read_nb, write_nb
     from execnb.shell import CaptureShell
     import subprocess
@@ -352,7 +352,7 @@ def execute(nbs:Path, names=None) -> None:
         for c in nb.cells:
             if c.cell_type == 'code': c['outputs'], c['execution_count'] = [], None
         os.chdir(path.parent)
-        CaptureShell(path).run_all(nb, exc_stop=True, preproc=slow)
+        CaptureShell(path).run_all(nb, exc_stop=True, preproc=(lambda c: False) if slow_too else slow)
         os.chdir(ROOT)
         write_nb(nb, path); print('executed', rel)
     subprocess.run([str(Path(sys.executable).parent / 'nbdev_clean'), '--fname', str(nbs)], check=True)
@@ -362,6 +362,7 @@ def main(argv=None):
     ap.add_argument('--readme', action='store_true', help='only write README.md from nbs/index.ipynb')
     ap.add_argument('--execute', nargs='*', default=None, metavar='NB',
                     help='first run the notebooks (all, or the named stems) and save their outputs')
+    ap.add_argument('--slow', action='store_true', help='with --execute: run the `#| slow` cells too')
     ap.add_argument('--out', default='_site', help='output folder (relative to the repo root), default _site')
     ap.add_argument('--force', action='store_true', help='reprocess every notebook (ignore the _proc cache)')
     ap.add_argument('--workers', type=int, default=None, help='nbdev processing workers (default: cores, at most 4)')
@@ -372,7 +373,7 @@ def main(argv=None):
     from nbdev.config import get_config
     cfg = get_config()
     out = Path(a.out) if Path(a.out).is_absolute() else ROOT / a.out
-    if a.execute is not None: execute(cfg.nbs_path, a.execute)
+    if a.execute is not None: execute(cfg.nbs_path, a.execute, a.slow)
     readme(cfg.nbs_path, ROOT / 'README.md'); print('README.md written from nbs/index.ipynb')
     if a.readme: return
     proc = cfg.config_path / '_proc' if a.no_proc else process(a.force, a.workers)

@@ -33,7 +33,7 @@ def demo_run(llama_dir, tmp_path_factory):
     "`demo` on the tiny model: (output dir, snapshot of the model dir taken before anything read it)."
     before = _snapshot(llama_dir)
     out = tmp_path_factory.mktemp('demo') / 'report'
-    html = ftlab.report.demo(out=out, model=str(llama_dir), n=8)
+    html = ftlab.report.demo(out=out, model=str(llama_dir), n=8, train_steps=6)
     assert Path(html) == out / 'report.html'
     return out, before
 
@@ -54,9 +54,18 @@ def test_model_dir_is_never_written(llama_dir, demo_run):
 
 def test_demo_output_is_complete(demo_run):
     out, _ = demo_run
-    assert sorted(p.name for p in out.iterdir()) == ['base_eval.csv', 'report.html'], \
+    assert sorted(p.name for p in out.iterdir()) == ['base_eval.csv', 'report.html', 'runs', 'training_runs.csv'], \
         f'unexpected files (temporaries?) in {out}: {sorted(p.name for p in out.iterdir())}'
     html = (out / 'report.html').read_text()
+    assert 'Training: full fine-tuning vs LoRA' in html and 'training_runs.csv' in html
+    tr = pd.read_csv(out / 'training_runs.csv')
+    assert tr.method.tolist() == ['full', 'lora'] and (tr.steps == 6).all(), tr
+    assert tr[['base_task_acc', 'task_acc', 'd_lm_loss', 'd_pre_acc']].notna().all().all(), tr
+    for m in ('full', 'lora'):
+        run = out / 'runs' / f'sort-{m}'
+        leftovers = [p.name for p in run.rglob('*') if p.name.endswith(('.tmp', '.partial'))]
+        assert not leftovers, f'temporary files left in {run}: {leftovers}'
+        assert json.loads((run / 'status.json').read_text())['status'] == 'done'
     assert 'Plotly.newPlot' in html, 'report.html has no plotly figure'
     assert 'Accuracy of' in html and 'base_eval.csv' in html
     ev = pd.read_csv(out / 'base_eval.csv')
