@@ -508,7 +508,7 @@ class LivePlot:
             for tr, col in zip(self.fig.data, ['task_acc', 'pre_acc', 'lm_loss']):
                 tr.x, tr.y = metrics.step.tolist(), metrics[col].tolist()
 
-# %% ../nbs/04a_train.ipynb 45
+# %% ../nbs/04a_train.ipynb 47
 class FtlabCallback(TrainerCallback):
     "ftlab's evaluation, forgetting and snapshots for a HF `Trainer`: `Trainer(..., callbacks=[FtlabCallback(tok, 'sort')])`."
     def __init__(self, tok, task, out:str|Path|None=None, eval_every:int=50, save_every:int|None=None,
