@@ -468,10 +468,9 @@ def finetune(base='llama', # zoo name, local HF model directory or hub id (recor
 # %% ../nbs/04a_train.ipynb 25
 def curves_figure(metrics:pd.DataFrame|Run|dict, # a run's metrics, a Run, or {label: metrics}
                   title:str='Learning and forgetting') -> go.Figure:
-    "Target accuracy, mean pre-training-task accuracy and pre-training LM loss per step, one colour per run."
+    "Target accuracy (solid), mean pre-training-task accuracy (dotted) and pre-training LM loss per step, a colour per run."
     runs_ = metrics if isinstance(metrics, dict) else {'run': metrics}
-    fig = make_subplots(1, 2, subplot_titles=('Accuracy (solid: target task, dotted: pre-training tasks)',
-                                              'LM loss on the pre-training mixture'))
+    fig = make_subplots(1, 2, subplot_titles=('Accuracy', 'LM loss on the pre-training mixture'))
     colors = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e', '#8c564b', '#e377c2', '#17becf']
     for i, (label, m) in enumerate(runs_.items()):
         m = m.metrics if isinstance(m, Run) else m
