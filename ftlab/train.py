@@ -4,7 +4,7 @@
 
 # %% ../nbs/04a_train.ipynb 1
 from __future__ import annotations
-import copy, json, math, os, shutil, time
+import copy, json, os, shutil, time
 from dataclasses import dataclass, asdict, field, fields
 from pathlib import Path
 import numpy as np, pandas as pd, torch
@@ -15,6 +15,7 @@ from .tasks import Task, get_task, mixture_texts, PRETRAIN_TASKS, _seed
 from .evaluate import encode, evaluate, lm_loss
 from .weights import param_info, open_weights
 from .report import write_atomic
+from .zoo import _lr_lambda   # warm-up, then cosine to 10% (shared with pre-training)
 
 # %% auto 0
 __all__ = ['METHODS', 'PRESETS', 'KINDS', 'TARGET_GROUPS', 'DEFAULT_LR', 'target_kinds', 'TrainConfig', 'trainable_params',
@@ -313,13 +314,6 @@ def _check_mask(mask, model):
     return {n: v.bool() for n, v in mask.items()}
 
 # %% ../nbs/04a_train.ipynb 23
-def _lr_lambda(cfg):
-    def f(step):
-        if step < cfg.warmup: return (step + 1) / cfg.warmup
-        prog = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, prog)))
-    return f
-
 def _prepare(cfg, out, overwrite, resume):
     out = Path(out)
     if out.exists() and any(out.iterdir()):
