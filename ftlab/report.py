@@ -112,9 +112,9 @@ def _training_section(r, model, tok, out, model_tok, allow_pickle, task, steps, 
     tab = tab[['label', 'task', 'method', 'r', 'lr', 'steps', 'base_task_acc', 'task_acc', 'task_ood_acc',
                'lm_loss', 'd_lm_loss', 'pre_acc', 'd_pre_acc']]
     c = runs_['full FT'].config
-    lines = '\n'.join(f"- {k}: accuracy on `{task}` {x.base_task_acc:.3f} → **{x.task_acc:.3f}**; LM loss on the "
+    lines = '\n'.join(f"- {x.label}: accuracy on `{task}` {x.base_task_acc:.3f} → **{x.task_acc:.3f}**; LM loss on the "
                       f"pre-training mixture {x.d_lm_loss:+.3f} nats/token; pre-training tasks' accuracy {x.d_pre_acc:+.3f}"
-                      for k, x in zip(tab.label, tab.itertuples()))
+                      for x in tab.itertuples())
     r.text(f"## Training: full fine-tuning vs LoRA on `{task}`\n\n"
            f"Both runs: {steps} steps of {c.batch_size}×{c.seq_len} packed tokens, loss on the answer tokens, "
            f"AdamW with warm-up and cosine decay (full FT lr {c.lr:g}, LoRA lr {runs_['LoRA r=8'].config.lr:g}, α = 2r). "

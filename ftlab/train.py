@@ -5,13 +5,13 @@
 # %% ../nbs/04a_train.ipynb 1
 from __future__ import annotations
 import copy, json, os, shutil, time
-from dataclasses import dataclass, asdict, field, fields
+from dataclasses import dataclass, asdict, fields
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from transformers import TrainerCallback
-from .tasks import Task, get_task, mixture_texts, PRETRAIN_TASKS, _seed
+from .tasks import get_task, mixture_texts, PRETRAIN_TASKS, _seed
 from .evaluate import encode, evaluate, lm_loss
 from .weights import param_info, open_weights
 from .report import write_atomic
@@ -100,13 +100,13 @@ def _block_matrices(model, kinds, layers=None):
 
 def trainable_params(model, cfg:TrainConfig) -> list[str]:
     "Names of the parameters of `model` that `cfg` trains (for LoRA: the weights of the wrapped modules)."
-    names = [n for n, _ in model.named_parameters()]
+    info = {n: param_info(n, model.config) for n, _ in model.named_parameters()}
+    names = list(info)
     if cfg.method != 'full': out = _block_matrices(model, target_kinds(cfg.targets), cfg.layers)
     elif cfg.preset == 'head':
-        out = [n for n in names if param_info(n, model.config).kind == 'head'
-               or (param_info(n, model.config).kind == 'norm' and param_info(n, model.config).layer is None)]
-        if getattr(model.config, 'tie_word_embeddings', False) and not any(param_info(n, model.config).kind == 'head' for n in out):
-            out += [n for n in names if param_info(n, model.config).kind == 'embed' and 'wpe' not in n]
+        out = [n for n in names if info[n].kind == 'head' or (info[n].kind == 'norm' and info[n].layer is None)]
+        if getattr(model.config, 'tie_word_embeddings', False) and not any(info[n].kind == 'head' for n in out):
+            out += [n for n in names if info[n].kind == 'embed' and 'wpe' not in n]
     elif cfg.preset == 'hft':
         rng, out = np.random.default_rng(_seed('hft', cfg.init_seed)), []
         n_layers = model.config.num_hidden_layers
@@ -116,7 +116,7 @@ def trainable_params(model, cfg:TrainConfig) -> list[str]:
                 ms = _block_matrices(model, TARGET_GROUPS[part], [l])
                 k = (len(ms) + (l + j) % 2) // 2
                 out += [ms[i] for i in sorted(rng.choice(len(ms), k, replace=False))]
-    elif cfg.layers is not None: out = [n for n in names if param_info(n, model.config).layer in cfg.layers]
+    elif cfg.layers is not None: out = [n for n in names if info[n].layer in cfg.layers]
     else: out = names
     if not out: raise ValueError(f'No parameters train with method={cfg.method!r}, targets={cfg.targets!r}, '
                                  f'layers={cfg.layers}, preset={cfg.preset!r}: check the layer numbers and targets.')
@@ -185,6 +185,11 @@ def _append(path, row):
 
 def _is_peft(model): return hasattr(model, 'peft_config')
 
+def _with_deltas(df:pd.DataFrame) -> pd.DataFrame:
+    "Add `d_lm_loss` and `d_pre_acc`: changes from the first row (the base)."
+    if len(df): df['d_lm_loss'], df['d_pre_acc'] = df.lm_loss - df.lm_loss.iloc[0], df.pre_acc - df.pre_acc.iloc[0]
+    return df
+
 def save_checkpoint(model, tok, out:str|Path, step:int) -> Path:
     "Save `model` at `step` under `out`/checkpoints: a peft adapter dir for PEFT models, else a HF model dir."
     d = Path(out) / 'checkpoints' / f'step-{step:06d}'
@@ -218,12 +223,7 @@ class Run:
     @property
     def metrics(self) -> pd.DataFrame:
         "One row per evaluation; `d_lm_loss` and `d_pre_acc` are the changes from the base (step 0)."
-        df = self._rows('eval')
-        if len(df):
-            base = df.iloc[0]
-            df['d_lm_loss'] = df.lm_loss - base.lm_loss
-            df['d_pre_acc'] = df.pre_acc - base.pre_acc
-        return df
+        return _with_deltas(self._rows('eval'))
     @property
     def log(self) -> pd.DataFrame: return self._rows('train')
     @property
@@ -275,7 +275,7 @@ class Run:
 
 def _base_source(base:str):
     "A local directory for zoo names and paths; else the loaded model (for hub ids)."
-    from ftlab.zoo import ZOO_DIR, SPECS, load
+    from ftlab.zoo import ZOO_DIR, load
     if (ZOO_DIR / base / 'config.json').exists(): return ZOO_DIR / base
     if Path(base).is_dir(): return Path(base)
     return load(base)[0]
@@ -330,8 +330,13 @@ def _prepare(cfg, out, overwrite, resume):
     out.mkdir(parents=True, exist_ok=True)
     return out, False
 
+def _train_only(model, names):
+    "Parameters in `names` train; every other parameter is frozen."
+    keep = set(names)
+    for n, p in model.named_parameters(): p.requires_grad_(n in keep)
+
 def _wrap(model, cfg):
-    "Freeze or wrap `model` for `cfg`; returns (model, names of the trained parameters of the base)."
+    "The model to train for `cfg`: wrapped by peft for adapter methods, else with the untrained parameters frozen."
     names = trainable_params(model, cfg)
     if cfg.method in ('lora', 'rslora', 'dora'):
         from peft import LoraConfig, get_peft_model
@@ -344,10 +349,8 @@ def _wrap(model, cfg):
         with warnings.catch_warnings():
             warnings.filterwarnings('ignore', message='.*(fan_in_fan_out|is_gradient_checkpointing).*')
             model = get_peft_model(model, lc)
-    else:
-        keep = set(names)
-        for n, p in model.named_parameters(): p.requires_grad_(n in keep)
-    return model, names
+    else: _train_only(model, names)
+    return model
 
 def finetune(base='llama', # zoo name, local HF model directory or hub id (recorded in the config)
              task='sort', # task name or Task
@@ -397,8 +400,8 @@ def finetune(base='llama', # zoo name, local HF model directory or hub id (recor
         if not resuming:
             save_file({n: v.to(torch.uint8) for n, v in masks.items()}, out / 'mask.tmp')
             os.replace(out / 'mask.tmp', out / 'mask.safetensors')
-        for n, p in model.named_parameters(): p.requires_grad_(n in masks)
-    else: model, _ = _wrap(model, cfg)
+        _train_only(model, masks)
+    else: model = _wrap(model, cfg)
     params = dict(model.named_parameters())
     frozen0 = {n: params[n].detach().clone() for n in masks} if masks else None
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -519,7 +522,4 @@ class FtlabCallback(TrainerCallback):
         if self.eval_every and s % self.eval_every == 0: self._record(self.monitor(model, s), state)
         if self.out is not None and self.save_every and s % self.save_every == 0: save_checkpoint(model, self.tok, self.out, s)
     @property
-    def metrics(self) -> pd.DataFrame:
-        df = pd.DataFrame(self.rows)
-        if len(df): df['d_lm_loss'], df['d_pre_acc'] = df.lm_loss - df.lm_loss.iloc[0], df.pre_acc - df.pre_acc.iloc[0]
-        return df
+    def metrics(self) -> pd.DataFrame: return _with_deltas(pd.DataFrame(self.rows))
