@@ -15,7 +15,8 @@ from .weights import ModelPair, LoraWeights, open_weights, param_info, family
 # %% auto 0
 __all__ = ['MATRIX_KINDS', 'block_matrices', 'as_linear', 'content_key', 'cache_dir', 'SVDCache', 'top_svd', 'Intruders',
            'intruders', 'intruders_reference', 'cos_heatmap', 'eps_figure', 'energy_rank', 'powerlaw_alpha',
-           'spectral_stats', 'delta_rank', 'scale_intruders']
+           'spectral_stats', 'delta_rank', 'scale_intruders', 'live_weights', 'IntruderTracker', 'history_figure',
+           'layer_figure', 'intruder_widget']
 
 # %% ../nbs/04b_spectral.ipynb 6
 MATRIX_KINDS = ('q', 'k', 'v', 'o', 'qkv', 'gate', 'up', 'down')
@@ -390,3 +391,101 @@ def _write_adapter(pair, new, out):
         for f in src.iterdir():
             if f.is_file() and f.name not in ('adapter_model.safetensors', 'adapter_model.bin'): shutil.copy(f, d / f.name)
     return _write_dir(out, write)
+
+# %% ../nbs/04b_spectral.ipynb 43
+from transformers import TrainerCallback
+
+def live_weights(model) -> dict[str, torch.Tensor]:
+    "Current weights of `model` under the base model's parameter names; a peft LoRA/DoRA layer gives W0 + ΔW."
+    if not hasattr(model, 'peft_config'): return {n: t.detach() for n, t in model.state_dict().items()}
+    from peft.tuners.lora import LoraLayer
+    base = model.get_base_model()
+    out = {n.replace('.base_layer.', '.'): t.detach() for n, t in base.state_dict().items() if '.lora_' not in n}
+    for name, mod in base.named_modules():
+        if not isinstance(mod, LoraLayer) or not mod.active_adapters: continue
+        a = mod.active_adapters[0]
+        W0 = mod.get_base_layer().weight.detach().float()
+        with torch.no_grad():
+            W = W0 + mod.get_delta_weight(a).float()
+            if mod.use_dora.get(a):
+                mag = mod.lora_magnitude_vector[a].weight.detach().float()
+                Wl = W.T if mod.fan_in_fan_out else W
+                Wl = Wl * (mag / Wl.norm(dim=1)).unsqueeze(1)
+                W = Wl.T if mod.fan_in_fan_out else Wl
+        out[f'{name}.weight'] = W
+    return out
+
+class IntruderTracker(TrainerCallback):
+    "Intruder counts during training: `finetune(callbacks=[tracker])` or `Trainer(callbacks=[tracker])`; see `.history`."
+    def __init__(self, base, # the base weights (anything `open_weights` takes)
+                 every:int|None=None, # measure every this many steps (default: at every finetune evaluation)
+                 k:int=10, eps=(0.5, 0.7), kinds=MATRIX_KINDS, cache:SVDCache|str|Path|bool|None=False):
+        _check_eps(eps)
+        self.base, self.every, self.k, self.eps, self.kinds = open_weights(base), every, k, tuple(np.atleast_1d(eps)), kinds
+        self.cache = cache if isinstance(cache, SVDCache) else SVDCache(cache)
+        self.rows, self.results = [], {}
+    def __call__(self, row:dict, model=None):
+        step = row['step']
+        if model is None or (self.every and step % self.every): return
+        live = live_weights(model)
+        missing = [n for n in self.base if n not in live]
+        if missing: raise ValueError(f'The training model lacks {missing[:3]} of the base: is it a fine-tune of this base?')
+        pair = ModelPair(self.base, {n: live[n] for n in self.base})
+        res = intruders(pair, self.k, max(self.eps), kinds=self.kinds, cache=self.cache, keep_cos=False, progress=False)
+        self.results[step] = res
+        rel = float(res.per_matrix.rel_update.mean())
+        self.rows += [dict(step=step, eps=e, intruders=res.at(eps=e).count, rel_update=rel) for e in self.eps]
+    def on_step_end(self, args, state, control, model=None, **kw):
+        if self.every and state.global_step % self.every == 0: self(dict(step=state.global_step), model)
+    @property
+    def history(self) -> pd.DataFrame:
+        "One row per (step, ε): intruder count and the mean relative update size ‖ΔW‖F/‖W0‖F."
+        return pd.DataFrame(self.rows, columns=['step', 'eps', 'intruders', 'rel_update'])
+
+def history_figure(histories:dict, # {label: IntruderTracker.history}
+                   title:str='Intruders over training') -> go.Figure:
+    "Intruder count against step, a line per (run, ε)."
+    fig = go.Figure()
+    for label, h in histories.items():
+        for e, g in h.groupby('eps'):
+            fig.add_scatter(x=g.step, y=g.intruders, mode='lines+markers', name=f'{label}, ε={e}')
+    fig.update_layout(title=title, xaxis_title='step', yaxis_title='intruders (top k)', height=380)
+    return fig
+
+# %% ../nbs/04b_spectral.ipynb 46
+def layer_figure(res:Intruders, title:str|None=None) -> go.Figure:
+    "Intruder counts per layer, stacked by module."
+    pl = res.per_layer
+    fig = go.Figure([go.Bar(x=pl.index, y=pl[c], name=c) for c in pl.columns])
+    fig.update_layout(barmode='stack', title=title or f'Intruders per layer (k={res.k}, ε={res.eps}): {res.count} in all',
+                      xaxis_title='layer', yaxis_title='intruders', height=340)
+    return fig
+
+def intruder_widget(results:dict|Intruders): # {label: Intruders} (e.g. one per run)
+    "Interactive explorer: run, layer and module pickers, k and ε sliders; heatmap, per-layer counts, ε curve."
+    import ipywidgets as W
+    results = results if isinstance(results, dict) else {'result': results}
+    first = next(iter(results.values()))
+    run = W.Dropdown(options=list(results), description='run')
+    layer = W.Dropdown(description='layer'); module = W.Dropdown(description='module')
+    k = W.IntSlider(value=first.k, min=1, max=first.k, description='k')
+    eps = W.FloatSlider(value=first.eps, min=0.05, max=0.95, step=0.05, description='ε')
+    heat, bars, curve = go.FigureWidget(), go.FigureWidget(), go.FigureWidget()
+    def copy_into(fw, fig):
+        with fw.batch_update():
+            fw.data = []; fw.add_traces(fig.data); fw.layout = fig.layout
+    def pick(*_):
+        pm = results[run.value].per_matrix
+        layer.options = sorted(pm.layer.unique()); module.options = list(dict.fromkeys(pm.module))
+        k.max = results[run.value].k; draw()
+    def draw(*_):
+        r = results[run.value].at(eps=eps.value, k=min(k.value, results[run.value].k))
+        pm = r.per_matrix
+        sel = pm[(pm.layer == layer.value) & (pm.module == module.value)]
+        if len(sel) and sel.name.iloc[0] in r.cos: copy_into(heat, cos_heatmap(r, sel.name.iloc[0]))
+        copy_into(bars, layer_figure(r))
+        copy_into(curve, eps_figure({l: x.at(k=min(k.value, x.k)) for l, x in results.items()}))
+    run.observe(pick, 'value')
+    for w in (layer, module, k, eps): w.observe(draw, 'value')
+    pick()
+    return W.VBox([W.HBox([run, layer, module]), W.HBox([k, eps]), heat, W.HBox([bars, curve])])

@@ -352,6 +352,11 @@ def _wrap(model, cfg):
     else: _train_only(model, names)
     return model
 
+def _takes_model(cb) -> bool:
+    import inspect
+    try: return 'model' in inspect.signature(cb).parameters
+    except (TypeError, ValueError): return False
+
 def finetune(base='llama', # zoo name, local HF model directory or hub id (recorded in the config)
              task='sort', # task name or Task
              method:str='lora', # one of METHODS
@@ -362,7 +367,7 @@ def finetune(base='llama', # zoo name, local HF model directory or hub id (recor
              model_tok=None, # an in-memory (model, tokenizer) to fine-tune instead of loading `base` (copied, not changed)
              progress:bool=True, # tqdm progress bar (terminal and notebook)
              live:bool=False, # show a live plot (plotly FigureWidget) in a notebook
-             callbacks=(), # functions called with each evaluation row (dict)
+             callbacks=(), # functions called with each evaluation row (dict), and the model if they take `model=`
              allow_pickle:bool=False, # allow `.bin` weights for a non-zoo base
              **kw) -> Run:
     "Fine-tune `base` on `task` with `method`; returns the `Run` (config, metrics, checkpoints)."
@@ -459,7 +464,7 @@ def finetune(base='llama', # zoo name, local HF model directory or hub id (recor
             _append(metrics_path, dict(kind='eval', **row))
             bar.set_postfix(loss=f'{loss.item():.3f}', acc=f'{row["task_acc"]:.2f}')
             if plot is not None: plot.update(Run(out).metrics)
-            for cb in callbacks: cb(row)
+            for cb in callbacks: cb(row, model=model) if _takes_model(cb) else cb(row)
     return Run(out)
 
 # %% ../nbs/04a_train.ipynb 25
