@@ -45,6 +45,15 @@ def _parser():
     t.add_argument('--layers', type=int, nargs='+', help='only these decoder layers train')
     r = sub.add_parser('runs', help='table of the fine-tuning runs under a directory')
     r.add_argument('root', nargs='?', default='runs')
+    i = sub.add_parser('intruders', help='intruder dimensions of a fine-tune against its base (a CSV per (matrix, j))')
+    i.add_argument('base', help='base: zoo name, local HF model directory or hub id')
+    i.add_argument('ft', nargs='?', default=None, help='fine-tuned model directory (omit with --adapter)')
+    i.add_argument('--adapter', default=None, help='peft LoRA adapter directory: the fine-tune is BASE + adapter')
+    i.add_argument('--k', type=int, default=10, help='top singular vectors per matrix')
+    i.add_argument('--eps', type=float, default=0.5, help='intruder iff max |cos| with every base vector < eps')
+    i.add_argument('--method', default='auto', help="auto (certified top-k, else full SVD) or full")
+    i.add_argument('--out', required=True, help='CSV to write (one row per matrix and j)')
+    i.add_argument('--allow-pickle', action='store_true', help='read .bin pickle weights (trusted sources only)')
     e = sub.add_parser('eval', help='accuracy of a model on tasks')
     e.add_argument('model', help='zoo name, local HF model directory or hub id')
     e.add_argument('--task', action='append', help='task name, repeatable (default: all, in and out of distribution)')
@@ -86,6 +95,19 @@ def _run(args):
         if not Path(args.root).is_dir(): raise FileNotFoundError(f'{args.root} is not a directory of runs.')
         df = runs(args.root)
         print(df.to_string(index=False) if len(df) else f'No runs under {args.root}.')
+    elif args.cmd == 'intruders':
+        from ftlab.spectral import intruders
+        from ftlab.weights import ModelPair
+        from ftlab.report import write_atomic
+        from ftlab.train import _base_source
+        if args.ft is None and args.adapter is None: raise ValueError('Give the fine-tuned model FT, or --adapter DIR.')
+        if args.ft is not None and not Path(args.ft).is_dir(): raise FileNotFoundError(f'{args.ft} is not a model directory.')
+        pair = ModelPair(_base_source(args.base), args.ft, adapter=args.adapter, allow_pickle=args.allow_pickle)
+        res = intruders(pair, args.k, args.eps, method=args.method, keep_cos=False)
+        write_atomic(args.out, res.table.to_csv(index=False))
+        print(res.per_layer.to_string())
+        print(f'{res.count} intruders (k={args.k}, eps={args.eps}) over {len(res.per_matrix)} matrices; table written to {args.out}')
+        if len(res.errors): print(res.errors.to_string(index=False), file=sys.stderr)
     elif args.cmd == 'eval':
         from ftlab.zoo import load
         from ftlab.tasks import TASKS, get_task

@@ -35,7 +35,7 @@ def pickle_dir(tmp_path_factory):
 def test_help_lists_commands():
     r = ftlab('--help')
     assert r.returncode == 0, r.stderr
-    for cmd in ('demo', 'zoo', 'eval', 'train', 'runs'): assert cmd in r.stdout, f'`ftlab --help` does not list {cmd!r}:\n{r.stdout}'
+    for cmd in ('demo', 'zoo', 'eval', 'train', 'runs', 'intruders'): assert cmd in r.stdout, f'`ftlab --help` does not list {cmd!r}:\n{r.stdout}'
 
 def test_no_command_is_a_usage_error():
     r = ftlab()
@@ -100,6 +100,38 @@ def test_train_lora_then_runs(tmp_path):
     assert again.returncode == 2 and 'overwrite' in again.stderr, (again.returncode, again.stderr)
     listed = ftlab('runs', tmp_path / 'runs')
     assert listed.returncode == 0 and 'sort-lora' in listed.stdout and 'lora' in listed.stdout, listed.stdout
+    # `ftlab intruders` on the adapter: one row per (matrix, j), counts equal the reference computation's
+    import pandas as pd
+    from ftlab.spectral import intruders_reference
+    from ftlab.weights import ModelPair
+    from ftlab.zoo import ZOO_DIR
+    r = ftlab('intruders', 'llama', '--adapter', ck, '--out', tmp_path / 'intr.csv')
+    assert r.returncode == 0, r.stderr
+    t = pd.read_csv(tmp_path / 'intr.csv')
+    assert list(t.columns) == ['layer', 'module', 'name', 'j', 'sigma', 's', 'best_base', 'is_intruder'] and len(t) == 28 * 10, t.head()
+    pair = ModelPair(ZOO_DIR / 'llama', None, adapter=ck)
+    n_ref = sum(intruders_reference(pair.base[n], pair.ft[n])[1] for n in t.name.unique())
+    assert int((t.s < 0.5).sum()) == n_ref and f'{n_ref} intruders' in r.stdout, (r.stdout, n_ref)
+
+def test_intruders_full_model_dir(tmp_path):
+    "A model directory with one planted high-ranking new direction: exactly that matrix has intruders."
+    import torch, pandas as pd
+    from ftlab.zoo import load
+    m, tok = load('llama')
+    W = m.model.layers[2].mlp.down_proj.weight
+    g = torch.Generator().manual_seed(0)
+    u, v = torch.randn(W.shape[0], 1, generator=g), torch.randn(W.shape[1], 1, generator=g)
+    with torch.no_grad(): W += 5 * W.norm(2) * (u / u.norm()) @ (v / v.norm()).T
+    m.save_pretrained(tmp_path / 'ft'); tok.save_pretrained(tmp_path / 'ft')
+    r = ftlab('intruders', 'llama', tmp_path / 'ft', '--out', tmp_path / 'i.csv')
+    assert r.returncode == 0, r.stderr
+    t = pd.read_csv(tmp_path / 'i.csv')
+    hit = t[t.s < 0.5]
+    assert hit.name.unique().tolist() == ['model.layers.2.mlp.down_proj.weight'] and hit.j.tolist() == [1], hit
+
+def test_intruders_bad_eps(tmp_path):
+    r = ftlab('intruders', 'llama', '--adapter', tmp_path, '--eps', '1.5', '--out', tmp_path / 'x.csv')
+    assert r.returncode == 2 and 'not a peft adapter directory' in r.stderr, r.stderr
 
 def test_train_bad_method_lists_valid(tmp_path):
     r = ftlab('train', '--method', 'qlora', '--out', tmp_path / 'x')
