@@ -96,7 +96,9 @@ def demo(out:str|Path='reports/demo', # output directory
            f"- LM loss on the pre-training mixture: **{loss:.3f}** nats/token")
     r.figure(accuracy_figure(ev, f'Accuracy of {ev.model[0]} per task'))
     r.table('base_eval', ev, 'Accuracy, chance, mean answer log-prob and ECE per task and split')
-    if train_steps: _training_section(r, model, tok, out, model_tok, allow_pickle, train_task, train_steps, n)
+    if train_steps:
+        runs_ = _training_section(r, model, tok, out, model_tok, allow_pickle, train_task, train_steps, n)
+        _intruder_section(r, runs_, model, model_tok)
     r.text(f'_Written by `ftlab demo` in {time.time() - t0:.0f} s._')
     return r.save(out)
 
@@ -122,3 +124,35 @@ def _training_section(r, model, tok, out, model_tok, allow_pickle, task, steps, 
     r.figure(curves_figure(runs_, f'Learning `{task}` and forgetting the pre-training tasks'))
     r.figure(tradeoff_figure(runs_))
     r.table('training_runs', tab, 'Final numbers of each fine-tune (d_: change from the base)')
+    return runs_
+
+def _intruder_section(r, runs_, model, model_tok):
+    from ftlab.spectral import intruders, delta_rank, eps_figure, cos_heatmap, SVDCache
+    from ftlab.train import _base_source
+    from ftlab.weights import ModelPair, open_weights
+    base = open_weights(model_tok[0] if model_tok else _base_source(model))
+    cache, res, ranks = SVDCache(False), {}, {}
+    for label, run in runs_.items():
+        pair = ModelPair(base, run.weights(base=base))
+        res[label] = intruders(pair, cache=cache, progress=False)
+        ranks[label] = delta_rank(pair, cache=cache)
+    tab = pd.DataFrame([dict(label=l, intruders_eps05=x.count, intruders_eps07=x.at(eps=0.7).count,
+                             matrices=len(x.per_matrix), mean_rel_update=x.per_matrix.rel_update.mean(),
+                             mean_rank_delta=ranks[l].rank_delta.mean(), mean_rank_gauss=ranks[l].rank_gauss.mean())
+                        for l, x in res.items()])
+    lines = '\n'.join(f"- {x.label}: **{x.intruders_eps05}** intruders at ε = 0.5 ({x.intruders_eps07} at ε = 0.7) over "
+                      f"{x.matrices} matrices; mean ‖ΔW‖/‖W0‖ {x.mean_rel_update:.3f}; mean 90%-energy rank of ΔW "
+                      f"{x.mean_rank_delta:.1f} (a Gaussian matrix of the same shape: {x.mean_rank_gauss:.1f})"
+                      for x in tab.itertuples())
+    r.text("## Spectra: intruder dimensions of the two fine-tunes\n\n"
+           "For every block matrix, the top 10 singular vectors of the fine-tuned matrix are compared with all "
+           "singular vectors of the base matrix; a vector whose largest |cos| is below ε is an *intruder* "
+           "(Shuttleworth et al.; `ftlab.spectral.intruders`). The size of the update matters as much as the "
+           f"method, so it is shown too.\n\n{lines}")
+    r.figure(eps_figure(res, title='Intruder count vs ε, full fine-tuning vs LoRA'))
+    lora = next(l for l in res if l != 'full FT')
+    pm = res[lora].per_matrix.sort_values('intruders', kind='stable')
+    r.figure(cos_heatmap(res[lora], pm.name.iloc[-1], title=f'{lora}: |cos| of the top-10 vectors of {pm.name.iloc[-1]} with the base'))
+    r.table('intruders', pd.concat([x.per_matrix.assign(label=l) for l, x in res.items()]),
+            'Intruders per matrix (k = 10, ε = 0.5) with the relative update size')
+    r.table('intruder_summary', tab, 'Intruder counts and update rank per fine-tune')

@@ -54,7 +54,7 @@ def test_model_dir_is_never_written(llama_dir, demo_run):
 
 def test_demo_output_is_complete(demo_run):
     out, _ = demo_run
-    assert sorted(p.name for p in out.iterdir()) == ['base_eval.csv', 'report.html', 'runs', 'training_runs.csv'], \
+    assert sorted(p.name for p in out.iterdir()) == ['base_eval.csv', 'intruder_summary.csv', 'intruders.csv', 'report.html', 'runs', 'training_runs.csv'], \
         f'unexpected files (temporaries?) in {out}: {sorted(p.name for p in out.iterdir())}'
     html = (out / 'report.html').read_text()
     assert 'Training: full fine-tuning vs LoRA' in html and 'training_runs.csv' in html
@@ -66,6 +66,12 @@ def test_demo_output_is_complete(demo_run):
         leftovers = [p.name for p in run.rglob('*') if p.name.endswith(('.tmp', '.partial'))]
         assert not leftovers, f'temporary files left in {run}: {leftovers}'
         assert json.loads((run / 'status.json').read_text())['status'] == 'done'
+    assert 'Spectra: intruder dimensions' in html and 'intruders.csv' in html
+    im = pd.read_csv(out / 'intruders.csv')
+    assert sorted(im.label.unique()) == ['LoRA r=8', 'full FT'] and (im.groupby('label').size() == 2 * 7).all(), im   # tiny llama: 2 layers × 7 matrices
+    assert im.intruders.between(0, 10).all() and (im.rel_update > 0).all(), im
+    isum = pd.read_csv(out / 'intruder_summary.csv')
+    assert isum.set_index('label').intruders_eps05.to_dict() == im.groupby('label').intruders.sum().to_dict()
     assert 'Plotly.newPlot' in html, 'report.html has no plotly figure'
     assert 'Accuracy of' in html and 'base_eval.csv' in html
     ev = pd.read_csv(out / 'base_eval.csv')
