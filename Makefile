@@ -50,6 +50,7 @@ zoo: setup
 bench: setup
 	$(PY) bench/weights.py
 	$(PY) bench/train.py
+	$(PY) bench/spectral.py
 
 clean:
 	rm -rf _proc _docs _site reports .pytest_cache

@@ -115,8 +115,9 @@ def top_svd(W:torch.Tensor, # float32 [m, n]
     if dW is not None: start.append(dW @ torch.randn(n, p, generator=g))
     if len(start) < 2: start.append(W @ torch.randn(n, k + 2 * p - sum(s.shape[1] for s in start), generator=g))
     Q = torch.linalg.qr(torch.cat(start, 1)).Q
-    for _ in range(max_iter):
+    for it in range(1, max_iter + 1):
         Q = torch.linalg.qr(W @ (W.T @ Q)).Q
+        if it % 2 and it < max_iter: continue           # the Rayleigh–Ritz check costs two products: every 2nd step
         Ub, S, Vh = torch.linalg.svd(Q.T @ W, full_matrices=False)
         U = Q @ Ub
         res = (W @ Vh[:k + 1].T - U[:, :k + 1] * S[:k + 1]).norm(dim=0)[:k]
@@ -127,9 +128,14 @@ def top_svd(W:torch.Tensor, # float32 [m, n]
     return _full(W, k)
 
 # %% ../nbs/04b_spectral.ipynb 17
+def _source(x):
+    "Zoo names become their directories; everything else goes to `open_weights` as it is."
+    from ftlab.zoo import ZOO_DIR
+    return ZOO_DIR / x if isinstance(x, str) and (ZOO_DIR / x / 'config.json').exists() else x
+
 def _pair(pair, adapter=None) -> ModelPair:
     if isinstance(pair, ModelPair): return pair
-    if isinstance(pair, (tuple, list)) and len(pair) == 2: return ModelPair(*pair, adapter=adapter)
+    if isinstance(pair, (tuple, list)) and len(pair) == 2: return ModelPair(*map(_source, pair), adapter=adapter)
     raise TypeError(f'Expected a ModelPair or a (base, fine-tune) pair, got {type(pair).__name__}.')
 
 def _check_eps(eps):
