@@ -333,11 +333,12 @@ def _sources(pair):
 def scale_intruders(pair, lam:float=0.75, # new singular value of each intruder: λσ
                     k:int=10, eps:float=0.5, adapter=None,
                     out:str|Path|None=None, # write here (HF dir, or a peft adapter dir for a LoRA fine-tune)
-                    overwrite:bool=False, progress:bool=True):
+                    overwrite:bool=False, cache:SVDCache|str|Path|bool|None=None, progress:bool=True):
     "Fine-tuned weights with every intruder's singular value scaled by `lam`: (weights dict, per-matrix table), or the written dir."
     from tqdm.auto import tqdm
     _check_eps(eps)
     pair = _pair(pair, adapter); config = _config(pair)
+    cache = cache if isinstance(cache, SVDCache) else SVDCache(cache)
     if out is not None:
         out = Path(out).resolve()
         for src in _sources(pair):
@@ -349,7 +350,7 @@ def scale_intruders(pair, lam:float=0.75, # new singular value of each intruder:
         W0, Wt = as_linear(m.name, pair.base[m.name], config), as_linear(m.name, pair.ft[m.name], config)
         if not (Wt - W0).any(): continue
         U, S, Vh = torch.linalg.svd(Wt, full_matrices=False)
-        U0 = torch.linalg.svd(W0, full_matrices=False)[0]
+        U0 = cache.get(W0)[0]
         idx = torch.where((U[:, :k].T @ U0).abs().max(1).values < eps)[0]
         rows.append(dict(layer=m.layer, module=m.module, name=m.name, intruders=len(idx)))
         W = Wt + (lam - 1) * (U[:, idx] * S[idx]) @ Vh[idx]
