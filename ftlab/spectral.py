@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 import plotly.graph_objects as go
-from .weights import ModelPair, LoraWeights, open_weights, param_info, family
+from .weights import ModelPair, LoraWeights, open_weights, param_info, family, dora_weight
 
 # %% auto 0
 __all__ = ['MATRIX_KINDS', 'block_matrices', 'as_linear', 'content_key', 'cache_dir', 'SVDCache', 'top_svd', 'Intruders',
@@ -128,14 +128,11 @@ def top_svd(W:torch.Tensor, # float32 [m, n]
     return _full(W, k)
 
 # %% ../nbs/04b_spectral.ipynb 17
-def _source(x):
-    "Zoo names become their directories; everything else goes to `open_weights` as it is."
-    from ftlab.zoo import ZOO_DIR
-    return ZOO_DIR / x if isinstance(x, str) and (ZOO_DIR / x / 'config.json').exists() else x
-
 def _pair(pair, adapter=None) -> ModelPair:
     if isinstance(pair, ModelPair): return pair
-    if isinstance(pair, (tuple, list)) and len(pair) == 2: return ModelPair(*map(_source, pair), adapter=adapter)
+    if isinstance(pair, (tuple, list)) and len(pair) == 2:
+        from ftlab.train import _base_source     # zoo names → their directories, hub ids → loaded models
+        return ModelPair(*(_base_source(x) if isinstance(x, str) else x for x in pair), adapter=adapter)
     raise TypeError(f'Expected a ModelPair or a (base, fine-tune) pair, got {type(pair).__name__}.')
 
 def _check_eps(eps):
@@ -414,11 +411,7 @@ def live_weights(model) -> dict[str, torch.Tensor]:
         W0 = mod.get_base_layer().weight.detach().float()
         with torch.no_grad():
             W = W0 + mod.get_delta_weight(a).float()
-            if mod.use_dora.get(a):
-                mag = mod.lora_magnitude_vector[a].weight.detach().float()
-                Wl = W.T if mod.fan_in_fan_out else W
-                Wl = Wl * (mag / Wl.norm(dim=1)).unsqueeze(1)
-                W = Wl.T if mod.fan_in_fan_out else Wl
+            if mod.use_dora.get(a): W = dora_weight(W, mod.lora_magnitude_vector[a].weight.detach(), mod.fan_in_fan_out)
         out[f'{name}.weight'] = W
     return out
 

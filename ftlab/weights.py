@@ -11,8 +11,8 @@ from pathlib import Path
 import pandas as pd, torch
 
 # %% auto 0
-__all__ = ['FAMILIES', 'WeightsError', 'weight_files', 'Weights', 'LoraWeights', 'open_weights', 'ModelPair', 'task_vector',
-           'family', 'ParamInfo', 'param_info', 'weights_table']
+__all__ = ['FAMILIES', 'WeightsError', 'weight_files', 'Weights', 'dora_weight', 'LoraWeights', 'open_weights', 'ModelPair',
+           'task_vector', 'family', 'ParamInfo', 'param_info', 'weights_table']
 
 # %% ../nbs/01_weights.ipynb 5
 class WeightsError(ValueError):
@@ -87,6 +87,12 @@ class Weights(Mapping):
 # %% ../nbs/01_weights.ipynb 15
 _LORA = re.compile(r'^(?:base_model\.model\.)?(.*)\.(lora_A|lora_B|lora_embedding_A|lora_embedding_B|lora_magnitude_vector)(?:\.weight)?$')
 
+def dora_weight(w:torch.Tensor, mag:torch.Tensor, transposed:bool=False) -> torch.Tensor:
+    "DoRA's weight: each output row of W0 + ΔW rescaled to the magnitude `mag` (`transposed`: `w` is stored [in, out])."
+    wt = w.T if transposed else w
+    wt = wt * (mag.float() / wt.norm(dim=1)).unsqueeze(1)
+    return wt.T if transposed else wt
+
 class LoraWeights(Mapping):
     "Read-only mapping over `base` weights with a peft LoRA/rsLoRA/DoRA adapter applied per tensor."
     def __init__(self, base:Weights, adapter:str|Path):
@@ -139,9 +145,7 @@ class LoraWeights(Mapping):
         mag = self.parts[k].get('lora_magnitude_vector')
         if mag is not None:
             if 'lora_embedding_A' in self.parts[k]: raise NotImplementedError(f'DoRA on embeddings ({k}) is not supported.')
-            wt = w.T if self._transposed(k) else w
-            wt = wt * (mag.float() / wt.norm(dim=1)).unsqueeze(1)
-            w = wt.T if self._transposed(k) else wt
+            w = dora_weight(w, mag, self._transposed(k))
         return w
     def __iter__(self): return iter(self.base)
     def __len__(self): return len(self.base)

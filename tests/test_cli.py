@@ -129,9 +129,14 @@ def test_intruders_full_model_dir(tmp_path):
     hit = t[t.s < 0.5]
     assert hit.name.unique().tolist() == ['model.layers.2.mlp.down_proj.weight'] and hit.j.tolist() == [1], hit
 
-def test_intruders_bad_eps(tmp_path):
-    r = ftlab('intruders', 'llama', '--adapter', tmp_path, '--eps', '1.5', '--out', tmp_path / 'x.csv')
+def test_intruders_bad_input(tmp_path):
+    "An ε outside (0, 1) and a directory that is not an adapter: exit 2, one line naming the fix, no output file."
+    from ftlab.zoo import ZOO_DIR
+    r = ftlab('intruders', 'llama', ZOO_DIR / 'llama', '--eps', '1.5', '--out', tmp_path / 'x.csv')
+    assert r.returncode == 2 and 'eps=1.5 is outside (0, 1)' in r.stderr, r.stderr
+    r = ftlab('intruders', 'llama', '--adapter', tmp_path, '--out', tmp_path / 'x.csv')
     assert r.returncode == 2 and 'not a peft adapter directory' in r.stderr, r.stderr
+    assert not (tmp_path / 'x.csv').exists()
 
 def test_train_bad_method_lists_valid(tmp_path):
     r = ftlab('train', '--method', 'qlora', '--out', tmp_path / 'x')
