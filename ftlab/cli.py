@@ -21,6 +21,7 @@ def _parser():
     d.add_argument('--allow-pickle', action='store_true', help='read .bin pickle weights (trusted sources only)')
     d.add_argument('--train-task', default='sort', help='task of the training section')
     d.add_argument('--train-steps', type=int, default=200, help='steps per fine-tune in the training section (0: skip it)')
+    d.add_argument('--merge-task', default='count:ood', help='task of the second fine-tune that the merge section merges with the first')
     z = sub.add_parser('zoo', help='pre-train zoo models from scratch (deterministic)')
     z.add_argument('names', nargs='*', help='zoo models to train (default: all)')
     z.add_argument('--out-dir', default=None, help='where to write them (default: inside the package)')
@@ -54,6 +55,18 @@ def _parser():
     i.add_argument('--method', default='auto', help="auto (certified top-k, else full SVD) or full")
     i.add_argument('--out', required=True, help='CSV to write (one row per matrix and j)')
     i.add_argument('--allow-pickle', action='store_true', help='read .bin pickle weights (trusted sources only)')
+    g = sub.add_parser('merge', help='merge fine-tunes of one base (mergekit YAML, or --method/--base/--model)')
+    g.add_argument('config', nargs='?', help='mergekit-style YAML (merge_method, base_model, models, parameters, dtype)')
+    g.add_argument('out', nargs='?', help='output model directory (refused if it exists, unless --overwrite)')
+    g.add_argument('--method', help='instead of a YAML: a method of ftlab.merge (e.g. task_arithmetic, ties, dare_ties)')
+    g.add_argument('--base', help='base model: zoo name or directory')
+    g.add_argument('--model', action='append', help='a model to merge (repeatable)')
+    g.add_argument('--weight', type=float, action='append', help='weight of each --model, in order')
+    g.add_argument('--param', action='append', default=[], help='method parameter NAME=VALUE (repeatable), e.g. density=0.2')
+    g.add_argument('--dtype', default=None, help='output dtype (float32, bfloat16, float16; default: the base\'s)')
+    g.add_argument('--seed', type=int, default=0, help='seed of random methods (DARE)')
+    g.add_argument('--overwrite', action='store_true', help='replace an existing output directory')
+    g.add_argument('--allow-pickle', action='store_true', help='read .bin pickle weights (trusted sources only)')
     e = sub.add_parser('eval', help='accuracy of a model on tasks')
     e.add_argument('model', help='zoo name, local HF model directory or hub id')
     e.add_argument('--task', action='append', help='task name, repeatable (default: all, in and out of distribution)')
@@ -70,11 +83,13 @@ def main(argv=None):
         return 2
 
 def _run(args):
+    import json
     import pandas as pd
     if args.cmd == 'demo':
         from ftlab.report import demo
         p = demo(args.out, args.model, n=args.n, allow_pickle=args.allow_pickle, train_task=args.train_task,
-                 train_steps=args.train_steps)
+                 train_steps=args.train_steps,
+                 merge_task=args.merge_task)
         print(f'Report written to {p}')
     elif args.cmd == 'zoo':
         from ftlab.zoo import SPECS, ZOO_DIR, pretrain
@@ -108,6 +123,26 @@ def _run(args):
         print(res.per_layer.to_string())
         print(f'{res.count} intruders (k={args.k}, eps={args.eps}) over {len(res.per_matrix)} matrices; table written to {args.out}')
         if len(res.errors): print(res.errors.to_string(index=False), file=sys.stderr)
+    elif args.cmd == 'merge':
+        from ftlab.merge import read_mergekit, merge, MergeError
+        if args.method:
+            out = args.out or args.config    # with --method the only positional is OUT
+            if not out or (args.out and args.config): raise MergeError('With --method give only OUT (no YAML).')
+            if not args.model: raise MergeError('Give the models to merge with --model (repeatable).')
+            params = {}
+            for kv in args.param:
+                k, sep, v = kv.partition('=')
+                if not sep: raise MergeError(f'--param {kv!r}: expected NAME=VALUE, e.g. density=0.2.')
+                try: params[k] = json.loads(v)
+                except json.JSONDecodeError: params[k] = v
+            p = merge(args.base, args.model, args.method, args.weight, out=out, overwrite=args.overwrite, dtype=args.dtype,
+                      seed=args.seed, allow_pickle=args.allow_pickle, progress=True, **params)
+        else:
+            if not args.config or not args.out: raise MergeError('Usage: ftlab merge config.yml OUT (or --method ... OUT).')
+            mc = read_mergekit(args.config)
+            p = mc.run(args.out, overwrite=args.overwrite, seed=args.seed, allow_pickle=args.allow_pickle, progress=True)
+        rec = json.loads((Path(p) / 'ftlab_merge.json').read_text())
+        print(f"Merged {len(rec['models'])} model(s) with {rec['method']} {rec['params']} into {p}")
     elif args.cmd == 'eval':
         from ftlab.zoo import load
         from ftlab.tasks import TASKS, get_task

@@ -77,8 +77,9 @@ def demo(out:str|Path='reports/demo', # output directory
          allow_pickle:bool=False, # read .bin pickle weights of a non-zoo model
          train_task:str='sort', # task the training section fine-tunes on (a held-out task of the zoo)
          train_steps:int=200, # steps of each fine-tune in the training section (0: no training section)
+         merge_task:str='count:ood', # the merge section merges the full fine-tune with one on this task
         ) -> Path:
-    "The main job: evaluate `model` on every task in and out of distribution, fine-tune it; write report.html and CSVs."
+    "The main job: evaluate `model` on every task in and out of distribution, fine-tune, analyse and merge; write report.html and CSVs."
     from ftlab.zoo import load
     t0 = time.time()
     m, tok = model_tok or load(model, allow_pickle=allow_pickle)
@@ -99,6 +100,7 @@ def demo(out:str|Path='reports/demo', # output directory
     if train_steps:
         runs_ = _training_section(r, model, tok, out, model_tok, allow_pickle, train_task, train_steps, n)
         _intruder_section(r, runs_, model, model_tok)
+        _merge_section(r, runs_, (m, tok), model, out, model_tok, allow_pickle, train_task, merge_task, train_steps, n)
     r.text(f'_Written by `ftlab demo` in {time.time() - t0:.0f} s._')
     return r.save(out)
 
@@ -156,3 +158,48 @@ def _intruder_section(r, runs_, model, model_tok):
     r.table('intruders', pd.concat([x.per_matrix.assign(label=l) for l, x in res.items()]),
             'Intruders per matrix (k = 10, ε = 0.5) with the relative update size')
     r.table('intruder_summary', tab, 'Intruder counts and update rank per fine-tune')
+
+# %% ../nbs/05_report.ipynb 14
+_MERGES = (('task arithmetic', 'task_arithmetic'), ('TIES', 'ties'), ('DARE TIES', 'dare_ties'),
+           ('Model Stock', 'model_stock'), ('LiNeS', 'lines'), ('uniform soup', 'soup'))
+
+def _merge_section(r, runs_, m_tok, model, out, model_tok, allow_pickle, task, merge_task, steps, n):
+    from ftlab.train import finetune
+    from ftlab.merge import MergeStudy, sweep_figure
+    run2 = finetune(model, merge_task, 'full', Path(out) / 'runs' / f"{merge_task.replace(':', '_')}-full", overwrite=True,
+                    model_tok=model_tok, allow_pickle=allow_pickle, steps=steps, progress=False,
+                    eval_every=max(1, steps // 4), n_eval=min(n, 128))
+    pair = [task, merge_task]
+    st = MergeStudy(m_tok, {task: runs_['full FT'], merge_task: run2}, pair + list(PRETRAIN_TASKS), n=min(n, 128))
+    ind = st.individual()
+    own = {t: float(ind[(ind.model == t) & (ind.task == t)].accuracy.iloc[0]) for t in pair}
+    def row(label, df):
+        a = df.set_index('task')
+        return dict(label=label, **{f'acc_{t}': a.accuracy[t] for t in pair},
+                    **{f'norm_{t}': a.accuracy[t] / own[t] if own[t] > 0 else float('nan') for t in pair},
+                    pre_acc=a.accuracy[list(PRETRAIN_TASKS)].mean(), lm_loss=a.task_loss['lm_loss'])
+    rows = [row('base' if l == 'base' else f'fine-tune: {l}', g) for l, g in ind.groupby('model', sort=False)]
+    rows += [row(label, st.evaluate(meth)) for label, meth in _MERGES]
+    tab = pd.DataFrame(rows)
+    fig = go.Figure()
+    for t in pair: fig.add_bar(x=tab.label, y=tab[f'acc_{t}'], name=f'{t} accuracy')
+    fig.add_bar(x=tab.label, y=tab.pre_acc, name='pre-training tasks (mean)')
+    fig.update_layout(barmode='group', title=f'Merging the fine-tunes on `{task}` and `{merge_task}`', yaxis=dict(title='accuracy', range=[0, 1]),
+                      height=420, legend=dict(orientation='h', y=-0.3))
+    wise = st.interpolate('base', task)
+    pre = wise[wise.task.isin(PRETRAIN_TASKS)].groupby('alpha', as_index=False).agg(accuracy=('accuracy', 'mean'), task_loss=('task_loss', 'mean'))
+    wise_t = pd.concat([wise[wise.task.isin([task, 'lm_loss'])], pre.assign(task='pre-training (mean)')], ignore_index=True)
+    lines = '\n'.join(f"- {x.label}: {task} {x[f'acc_{task}']:.3f} ({x[f'norm_{task}']:.0%} of its fine-tune), "
+                       f"{merge_task} {x[f'acc_{merge_task}']:.3f} ({x[f'norm_{merge_task}']:.0%}); pre-training tasks {x.pre_acc:.3f}, "
+                       f"LM loss {x.lm_loss:.3f}" for _, x in tab.iloc[3:].iterrows())
+    b0 = tab.iloc[0]
+    r.text(f"## Merging: two full fine-tunes, six methods\n\n"
+           f"A second full fine-tune on `{merge_task}` ({steps} steps) joins the one on `{task}`; the two are merged with "
+           f"`ftlab.merge` at its defaults (λ = 1; TIES density 0.2; DARE density 0.5, seed 0). Accuracy on {min(n, 128)} "
+           f"examples per task; in brackets, as a share of the accuracy of the fine-tune trained on that task. "
+           f"The base: {task} {b0[f'acc_{task}']:.3f}, {merge_task} {b0[f'acc_{merge_task}']:.3f}, pre-training tasks {b0.pre_acc:.3f}.\n\n{lines}")
+    r.figure(fig)
+    r.figure(sweep_figure(wise_t, 'alpha', title=f'WiSE-FT: (1−α)·base + α·(fine-tune on {task})'))
+    r.table('merge_methods', tab, 'Accuracy on both target tasks (and normalised by their own fine-tune), pre-training tasks, LM loss')
+    r.table('merge_wise_ft', wise_t, f'WiSE-FT curve between the base and the fine-tune on {task}')
+    return tab

@@ -54,10 +54,12 @@ def test_model_dir_is_never_written(llama_dir, demo_run):
 
 def test_demo_output_is_complete(demo_run):
     out, _ = demo_run
-    assert sorted(p.name for p in out.iterdir()) == ['base_eval.csv', 'intruder_summary.csv', 'intruders.csv', 'report.html', 'runs', 'training_runs.csv'], \
+    assert sorted(p.name for p in out.iterdir()) == ['base_eval.csv', 'intruder_summary.csv', 'intruders.csv', 'merge_methods.csv', 'merge_wise_ft.csv', 'report.html', 'runs', 'training_runs.csv'], \
         f'unexpected files (temporaries?) in {out}: {sorted(p.name for p in out.iterdir())}'
     html = (out / 'report.html').read_text()
     assert 'Training: full fine-tuning vs LoRA' in html and 'training_runs.csv' in html
+    assert 'Merging: two full fine-tunes, six methods' in html and 'merge_methods.csv' in html
+    assert len(pd.read_csv(out / 'merge_methods.csv')) == 9
     tr = pd.read_csv(out / 'training_runs.csv')
     assert tr.method.tolist() == ['full', 'lora'] and (tr.steps == 6).all(), tr
     assert tr[['base_task_acc', 'task_acc', 'd_lm_loss', 'd_pre_acc']].notna().all().all(), tr
