@@ -557,10 +557,8 @@ def read_mergekit(path:str|Path) -> MergeConfig:
         badm = sorted(set(mp) - {'weight', 'density', 'gamma'})
         if badm: raise MergeError(f'{path}: models[{i}].parameters has unsupported key(s) {badm}; ftlab reads weight, density, gamma.')
         entries.append((where(e['model']), mp))
-    if meth != 'linear' and base is None and meth != 'slerp':
-        raise MergeError(f'{path}: {meth} needs base_model.')
-    if meth in ('slerp',):
-        if base is None: raise MergeError(f'{path}: slerp needs base_model (t=0) and one other model (t=1).')
+    if meth != 'linear' and base is None:
+        raise MergeError(f'{path}: {meth} needs base_model' + (' (t=0) and one other model (t=1).' if meth == 'slerp' else '.'))
     if meth != 'linear': entries = [(m, p) for m, p in entries if m != base]   # mergekit lists the base among the models
     if not entries: raise MergeError(f'{path}: no models to merge besides the base.')
     def per(k, default):
@@ -582,7 +580,6 @@ def read_mergekit(path:str|Path) -> MergeConfig:
               'model_stock': lambda: dict(filter_wise=bool(gp.get('filter_wise', False))),
               'slerp': lambda: dict(t=float(_scalar(gp['t'], 't')) if 't' in gp else _missing_t(path))}[meth]()
     if meth in ('model_stock', 'slerp'): weights = None
-    if meth == 'breadcrumbs' and not norm: pass
     return MergeConfig(meth, base, [m for m, _ in entries], weights, params, cfg.get('out_dtype') or cfg.get('dtype'))
 
 def _missing_t(path): raise MergeError(f'{path}: slerp needs parameters: t (0 = base_model, 1 = the other model).')
