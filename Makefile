@@ -51,6 +51,7 @@ bench: setup
 	$(PY) bench/weights.py
 	$(PY) bench/train.py
 	$(PY) bench/spectral.py
+	$(PY) bench/merge.py
 
 clean:
 	rm -rf _proc _docs _site reports .pytest_cache

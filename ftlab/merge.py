@@ -156,7 +156,15 @@ def _deltas(base, models): return [m.float() - base.float() for m in models]
 @merge_method('task_arithmetic', 'Ilharco et al. 2023, arXiv:2212.04089')
 def task_arithmetic(base, models, weights, *, lam:float=1.0, normalize:bool=False, ctx=None):
     "θ0 + λ Σ wt τt (÷ Σ wt with normalize)."
-    return base.float() + lam * disjoint_merge(torch.stack(_deltas(base, models)), weights, None, normalize='weight' if normalize else None)
+    b, acc = base.float(), None          # accumulated in place: no stack, few full-size temporaries (bench/merge.py)
+    for wt, m in zip(weights.tolist(), models):
+        d = m.float() - b
+        if wt != 1.0: d.mul_(wt)
+        acc = d if acc is None else acc.add_(d)
+    if normalize:
+        div = float(weights.sum()); acc.div_(div if abs(div) >= 1e-8 else 1.0)
+    if lam != 1.0: acc.mul_(lam)
+    return acc.add_(b)
 
 @merge_method('magnitude_prune', 'PEFT merge_utils.magnitude_prune', per_model=('density',))
 def magnitude_prune_merge(base, models, weights, *, density=0.2, lam:float=1.0, ctx=None):
