@@ -447,10 +447,12 @@ def merge(base, # base: model dir, zoo name, nn.Module, dict, Run, Weights (None
             raise MergeError(f'out={out} overlaps the input {d}; ftlab never writes into an input directory. Choose another path.')
     if out.exists() and not overwrite: raise FileExistsError(f'{out} exists; pass overwrite=True (CLI: --overwrite) to replace it.')
     shapes = ref.shapes
-    def dt_of(n):
-        t = ref[n] if not hasattr(ref, '_files') or ref._files is None else None
-        return t.dtype if t is not None else _file_dtype(ref, n)
-    specs = [(n, tuple(shapes[n]), (odt if odt is not None and _is_float(dt_of(n)) else dt_of(n))) for n in names]
+    def dt_of(n):   # from the file header or the held tensor: no tensor is read or copied
+        if getattr(ref, '_files', None) is not None: return _file_dtype(ref, n)
+        if getattr(ref, '_tensors', None) is not None: return ref._tensors[n].dtype
+        return ref[n].dtype
+    specs = [(n, tuple(shapes[n]), dt) for n in names for dt in [dt_of(n)]]
+    if odt is not None: specs = [(n, s, odt if dt.is_floating_point else dt) for n, s, dt in specs]
     record = dict(method=method, params=_jsonable(full), weights=w.tolist(), seed=seed, dtype=str(odt) if odt else None,
                   base=_label(base), models=[_label(x) for x in models], ftlab_version=_version())
     def write(d):
@@ -478,8 +480,6 @@ def merge(base, # base: model dir, zoo name, nn.Module, dict, Run, Weights (None
         (d / 'ftlab_merge.json').write_text(json.dumps(record, indent=1, default=str))
     return _write_dir(out, write)
 
-def _is_float(dt): return dt.is_floating_point
-
 def _file_dtype(w, n):
     from safetensors import safe_open
     with safe_open(str(w._files[n]), 'pt') as h:
@@ -488,7 +488,7 @@ def _file_dtype(w, n):
 
 def _copy_aux(ref, config, d):
     "Config, generation config and tokenizer files of the base (or first model) into `d`."
-    src = _dirs(ref)[-1] if _dirs(ref) else None
+    src = next(reversed(_dirs(ref)), None)
     if src is not None:
         for f in src.iterdir():
             if f.is_file() and not f.name.endswith(('.safetensors', '.bin', '.index.json', '.pt', '.pth')) \
