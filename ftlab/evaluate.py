@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import numpy as np, pandas as pd, torch
 import torch.nn.functional as F
-from .tasks import Task, get_task, mixture_texts, PRETRAIN_TASKS, TASKS
+from .tasks import Task, get_task, mixture_texts, mixture_examples, PRETRAIN_TASKS, TASKS
 
 # %% auto 0
 __all__ = ['encode', 'ece', 'score', 'Eval', 'evaluate', 'lm_loss', 'evaluate_all']
@@ -82,19 +82,29 @@ def evaluate(model, tok, task, # task name ('sort', 'entity:ood'), Task, or Data
 
 # %% ../nbs/03_evaluate.ipynb 17
 @torch.no_grad()
-def lm_loss(model, tok, texts=None, # texts; default: 256 examples of the pre-training mixture
-            batch_size:int=64) -> float:
-    "Mean next-token cross-entropy (nats/token) of `model` over `texts`."
+def lm_loss(model, tok, texts=None, # texts, or a DataFrame (task, prompt, answer); default: 256 examples of the mixture
+            batch_size:int=64,
+            answer_only=None, # tasks whose prompt tokens are not scored (default: `model.config.ftlab_answer_only`)
+           ) -> float:
+    "Mean next-token cross-entropy (nats/token) of `model` over `texts` (+ eos)."
     model.eval()
-    texts = mixture_texts(PRETRAIN_TASKS, 256, seed=10_000) if texts is None else texts
+    texts = mixture_examples(PRETRAIN_TASKS, 256, seed=10_000) if texts is None else texts
+    answer_only = set(getattr(model.config, 'ftlab_answer_only', None) or () if answer_only is None else answer_only)
     eos = [] if tok.eos_token_id is None else [tok.eos_token_id]
-    seqs = [tok(t).input_ids + eos for t in texts]
+    if isinstance(texts, pd.DataFrame):
+        seqs, skip = [], []
+        for t, p, a in zip(texts.task, texts.prompt, texts.answer):
+            seqs.append(tok(p + ' ' + a).input_ids + eos)
+            skip.append(len(tok(p).input_ids) - 1 if t in answer_only else 0)   # targets before the answer
+    else: seqs, skip = [tok(t).input_ids + eos for t in texts], [0] * len(texts)
     tot, cnt = 0.0, 0
-    for _, ids, mask in _batches(seqs, batch_size, tok.pad_token_id or 0):
-        ids, mask = ids.to(_device(model)), mask.to(_device(model))
-        logits = model(input_ids=ids, attention_mask=mask).logits.float()
+    for s, ids, pad in _batches(seqs, batch_size, tok.pad_token_id or 0):
+        ids, pad = ids.to(_device(model)), pad.to(_device(model))
+        logits = model(input_ids=ids, attention_mask=pad).logits.float()
+        scored = pad.clone()
+        for i in range(ids.shape[0]): scored[i, 1:1 + skip[s + i]] = 0
         nll = F.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten(), reduction='none')
-        m = mask[:, 1:].flatten().float()
+        m = scored[:, 1:].flatten().float()
         tot += float((nll * m).sum()); cnt += int(m.sum())
     return tot / cnt
 

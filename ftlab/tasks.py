@@ -11,7 +11,7 @@ import numpy as np, pandas as pd
 # %% auto 0
 __all__ = ['SPECIAL_TOKENS', 'WORDS', 'SYMBOLS', 'LABELS', 'OBJECTS', 'NUMBERS', 'VOCAB', 'TASKS', 'PRETRAIN_TASKS',
            'HELD_OUT_TASKS', 'make_tokenizer', 'Task', 'EntityTracking', 'Copy', 'Reverse', 'Sort', 'Count', 'ModAdd',
-           'KVRecall', 'Lookup', 'get_task', 'mixture_texts', 'RecordsTask', 'task_from_records']
+           'KVRecall', 'Lookup', 'get_task', 'mixture_examples', 'mixture_texts', 'RecordsTask', 'task_from_records']
 
 # %% ../nbs/00_tasks.ipynb 5
 SPECIAL_TOKENS = ['<pad>', '<bos>', '<eos>', '<unk>']
@@ -186,18 +186,23 @@ def get_task(name:str|Task) -> Task:
     return TASKS[base].ood() if split else TASKS[base]
 
 # %% ../nbs/00_tasks.ipynb 30
-def mixture_texts(tasks=PRETRAIN_TASKS, # task names
-                  n:int=256, # examples in all, spread evenly over tasks
-                  seed:int=0, split:str='id') -> list[str]:
-    "Texts 'prompt answer' from an even mixture of `tasks`, seeded."
+def mixture_examples(tasks=PRETRAIN_TASKS, # task names
+                     n:int=256, # examples in all, spread evenly over tasks
+                     seed:int=0, split:str='id') -> pd.DataFrame:
+    "Rows (task, prompt, answer) of an even mixture of `tasks`, seeded and shuffled."
     per = -(-n // len(tasks))
     out = []
     for t in tasks:
         task = get_task(t); task = task.ood() if split == 'ood' else task
-        df = task.sample(per, seed)
-        out += (df.prompt + ' ' + df.answer).tolist()
+        out.append(task.sample(per, seed)[['prompt', 'answer']].assign(task=t))
+    df = pd.concat(out, ignore_index=True)[['task', 'prompt', 'answer']]
     rng = np.random.default_rng(_seed('mixture', seed))
-    return [out[i] for i in rng.permutation(len(out))[:n]]
+    return df.iloc[rng.permutation(len(df))[:n]].reset_index(drop=True)
+
+def mixture_texts(tasks=PRETRAIN_TASKS, n:int=256, seed:int=0, split:str='id') -> list[str]:
+    "Texts 'prompt answer' of `mixture_examples`."
+    df = mixture_examples(tasks, n, seed, split)
+    return (df.prompt + ' ' + df.answer).tolist()
 
 # %% ../nbs/00_tasks.ipynb 33
 @dataclass(frozen=True, eq=False)

@@ -11,7 +11,7 @@ import numpy as np, pandas as pd, torch
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from transformers import TrainerCallback
-from .tasks import get_task, mixture_texts, PRETRAIN_TASKS, _seed
+from .tasks import get_task, mixture_examples, PRETRAIN_TASKS, _seed
 from .evaluate import encode, evaluate, lm_loss
 from .weights import param_info, open_weights
 from .report import write_atomic
@@ -161,7 +161,7 @@ class Monitor:
         try: self.target_ood = task.ood().sample(n, seed)
         except Exception: self.target_ood = None          # a user's records have no OOD variant
         self.forget = {t: get_task(t).sample(n, seed) for t in forget_tasks if t != task.name}
-        self.texts = mixture_texts(PRETRAIN_TASKS, 2 * n, seed=seed)
+        self.texts = mixture_examples(PRETRAIN_TASKS, 2 * n, seed=seed)
 
     @torch.no_grad()
     def __call__(self, model, step:int) -> dict:

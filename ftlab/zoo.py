@@ -59,6 +59,8 @@ class ZooSpec:
     seed: int = 0
     eval_every: int = 500
     ckpt_every: int = 250
+    answer_only: tuple = ()  # tasks whose examples add only their answer tokens to the loss
+    weights: dict = field(default_factory=dict)  # task -> sampling weight (default 1 each)
 
 SPECS = {
     'llama': ZooSpec('llama', 'llama', dict(hidden=128, layers=4, heads=4, kv_heads=2, intermediate=512), steps=8000),
@@ -67,14 +69,25 @@ SPECS = {
 ZOO_DIR = Path(__file__).parent / 'zoo_models' if '__file__' in globals() else None
 
 # %% ../nbs/04_zoo.ipynb 12
-def pack_batch(tok, rng:np.random.Generator, tasks=PRETRAIN_TASKS, batch_size:int=32, seq_len:int=128) -> torch.Tensor:
-    "[batch_size, seq_len] token ids: task examples `<bos> prompt answer <eos>` packed end to end."
-    vocab, need, stream = tok.get_vocab(), batch_size * seq_len, []
+def pack_batch(tok, rng:np.random.Generator, tasks=PRETRAIN_TASKS, batch_size:int=32, seq_len:int=128,
+               answer_only=(), # tasks whose prompt tokens get label -100 (no loss)
+               weights:dict|None=None, # task -> sampling weight (default: uniform)
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    "`(input_ids, labels)`, each [batch_size, seq_len]: examples `<bos> prompt answer <eos>` packed end to end."
+    vocab, need, ids, labels = tok.get_vocab(), batch_size * seq_len, [], []
+    bad = set(answer_only) - set(tasks) | set(weights or {}) - set(tasks)
+    if bad: raise ValueError(f"answer_only/weights name tasks {sorted(bad)} that are not in the mixture {list(tasks)}.")
     ts = [get_task(t) for t in tasks]
-    while len(stream) < need:
-        p, a, _ = ts[int(rng.integers(len(ts)))].make(rng)
-        stream += [tok.bos_token_id] + [vocab[w] for w in (p + ' ' + a).split()] + [tok.eos_token_id]
-    return torch.tensor(stream[:need]).view(batch_size, seq_len)
+    p = None if not weights else np.array([float(weights.get(t, 1.0)) for t in tasks]) / sum(
+        float(weights.get(t, 1.0)) for t in tasks)
+    while len(ids) < need:
+        i = int(rng.integers(len(ts))) if p is None else int(rng.choice(len(ts), p=p))
+        pr, a, _ = ts[i].make(rng)
+        P = [tok.bos_token_id] + [vocab[w] for w in pr.split()]
+        A = [vocab[w] for w in a.split()] + [tok.eos_token_id]
+        ids += P + A
+        labels += ([-100] * len(P) if tasks[i] in answer_only else P) + A
+    return torch.tensor(ids[:need]).view(batch_size, seq_len), torch.tensor(labels[:need]).view(batch_size, seq_len)
 
 # %% ../nbs/04_zoo.ipynb 14
 def _lr_lambda(spec):
@@ -104,6 +117,7 @@ def pretrain(spec:ZooSpec, out:str|Path, # output HF model directory (written at
     torch.set_num_threads(threads or min(2, os.cpu_count()))
     out = Path(out); work = out.with_name(out.name + '.partial'); work.mkdir(parents=True, exist_ok=True)
     model, tok = build_model(spec.family, spec.seed, **spec.sizes)
+    if spec.answer_only: model.config.ftlab_answer_only = list(spec.answer_only)   # lm_loss scores as trained
     opt, sched = _optimizer(model, spec)
     ckpt, log_path, start, t0 = work / 'ckpt.pt', work / 'training_log.jsonl', 0, 0.0
     if ckpt.exists():
@@ -119,9 +133,9 @@ def pretrain(spec:ZooSpec, out:str|Path, # output HF model directory (written at
     tic, bar = time.time() - t0, tqdm(range(start, spec.steps), desc=f'pretrain {spec.name}', disable=not progress)
     for step in bar:
         model.train()
-        batch = pack_batch(tok, np.random.default_rng(_seed(spec.name, spec.seed, step)), spec.tasks,
-                           spec.batch_size, spec.seq_len)
-        loss = model(input_ids=batch, labels=batch).loss
+        batch, labels = pack_batch(tok, np.random.default_rng(_seed(spec.name, spec.seed, step)), spec.tasks,
+                                   spec.batch_size, spec.seq_len, spec.answer_only, spec.weights)
+        loss = model(input_ids=batch, labels=labels).loss
         if not torch.isfinite(loss): raise FloatingPointError(f'Loss became {loss.item()} at step {step}; '
                                                               f'lower ZooSpec.lr (now {spec.lr}).')
         loss.backward(); torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -155,6 +169,11 @@ def _finish(model, tok, spec, work, out):
     os.replace(final, out); shutil.rmtree(work)
     return out
 
+def _loss_note(spec):
+    ao, w = spec.get('answer_only') or [], spec.get('weights') or {}
+    note = f", except the prompts of {', '.join(ao)} (answers only)" if ao else ''
+    return note + (f"; sampling weights {', '.join(f'{t} {v:g}' for t, v in w.items())} (others 1)" if w else '')
+
 def model_card(d:str|Path) -> str:
     "Markdown model card of the zoo model in `d`, from its spec, training log and evaluation."
     d = Path(d)
@@ -175,6 +194,7 @@ pre-trained by ftlab (`ftlab.zoo.pretrain`) from a seeded initialisation on its 
 
 - Pre-training tasks: {', '.join(spec['tasks'])} (held out: {', '.join(t for t in TASKS if t not in spec['tasks'])})
 - Steps: {last['step']:,} of batch {spec['batch_size']}×{spec['seq_len']} packed tokens ({last['tokens']:,} tokens), seed {spec['seed']}
+- Loss on every token{_loss_note(spec)}
 - AdamW lr {spec['lr']} (warm-up {spec['warmup']}, cosine to 10%), weight decay {spec['weight_decay']}
 - Final training loss {last['loss']:.3f}; wall time {last['elapsed'] / 60:.1f} min on the machine that trained it
 
