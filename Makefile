@@ -52,6 +52,7 @@ bench: setup
 	$(PY) bench/train.py
 	$(PY) bench/spectral.py
 	$(PY) bench/merge.py
+	$(PY) bench/patching.py
 
 clean:
 	rm -rf _proc _docs _site reports .pytest_cache

@@ -9,8 +9,10 @@ What it measures
   - ftlab: `act_patch` with the variants stacked along the batch, chunked to `--budget-mb`.
   Models: the zoo base `llama` (4 layers, width 128), and a larger random LLaMA-style model built from a
   config (`--d`, `--layers`; default 512 wide, 8 layers, about 25M parameters). The script checks that the
-  scores of the two paths agree (max |difference| printed) and prints wall time of each and the ratio
-  (target in the issue: >= 5x faster on this CPU). Each timing is the best of `--repeat` runs.
+  patched metric values of the two paths agree (max |difference| printed) and prints wall time of each and the ratio
+  (target in the issue: >= 5x faster on this CPU). Each timing is the best of `--repeat` runs. The zoo base
+  is timed with 1 and with `--n` examples: batching removes per-pass overhead, which dominates with few
+  examples; with many, one pass is already compute-bound.
 
 Run:  .venv/bin/python bench/patching.py [--n 16] [--d 512] [--layers 8] [--budget-mb 512] [--repeat 2] [--threads 2]
 """
@@ -29,7 +31,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--n', type=int, default=16, help='examples per variant')
     ap.add_argument('--d', type=int, default=512); ap.add_argument('--layers', type=int, default=8)
-    ap.add_argument('--budget-mb', type=float, default=512.0); ap.add_argument('--repeat', type=int, default=2)
+    ap.add_argument('--budget-mb', type=float, default=64.0); ap.add_argument('--repeat', type=int, default=2)
     ap.add_argument('--threads', type=int, default=2)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -43,20 +45,20 @@ def main():
         vocab_size=len(tok), hidden_size=a.d, intermediate_size=4 * a.d, num_hidden_layers=a.layers,
         num_attention_heads=max(1, a.d // 64), num_key_value_heads=max(1, a.d // 128), max_position_embeddings=256,
         initializer_range=0.1)).eval()
-    clean, corrupt = entity_pairs(a.n, 3, seed=0)
-    P = prompts(tok, clean, corrupt)
-    print(f'{a.n} examples of {P.clean.shape[1]} tokens; resid_pre grid; {a.threads} threads; best of {a.repeat}')
+    one, many = prompts(tok, *entity_pairs(1, 3, seed=0)), prompts(tok, *entity_pairs(a.n, 3, seed=0))
+    print(f'prompts of {many.clean.shape[1]} tokens; resid_pre grid; {a.threads} threads; best of {a.repeat}')
     ok = True
-    for name, m in [('zoo llama', base), (f'random llama d={a.d} L={a.layers}', big)]:
+    for name, m, P in [('zoo llama, 1 example', base, one), (f'zoo llama, {a.n} examples', base, many),
+                       (f'random llama d={a.d} L={a.layers}, {a.n} examples', big, many)]:
         n_par = sum(p.numel() for p in m.parameters())
         act_patch(m, tok, P, budget_mb=a.budget_mb)                       # warm-up
         fast, t_fast = best_time(lambda: act_patch(m, tok, P, budget_mb=a.budget_mb), a.repeat)
         slow, t_slow = best_time(lambda: act_patch(m, tok, P, batched=False), a.repeat)
-        diff = float(np.abs(fast.score.values - slow.score.values).max())
-        ok &= diff < 1e-3
+        diff = float(np.abs(fast.value.values - slow.value.values).max())   # batch size changes float rounding only
+        ok &= diff <= 1e-4 * max(1.0, float(np.abs(slow.value.values).max()))
         print(f'{name} ({n_par / 1e6:.1f}M params, {len(fast)} variants): serial {t_slow:.2f} s, '
-              f'ftlab batched {t_fast:.2f} s -> {t_slow / t_fast:.1f}x faster; max |score difference| {diff:.1e}')
-    if not ok: raise SystemExit('the batched and serial scores differ')
+              f'ftlab batched {t_fast:.2f} s -> {t_slow / t_fast:.1f}x faster; max |metric difference| {diff:.1e}')
+    if not ok: raise SystemExit('the batched and serial results differ')
 
 if __name__ == '__main__':
     main()

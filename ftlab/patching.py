@@ -122,7 +122,7 @@ def _positions(T, positions):
     return ps
 
 @torch.no_grad()
-def _patched_logits(model, ids, kind, src, variants, budget_mb=512.0, batched=True):
+def _patched_logits(model, ids, kind, src, variants, budget_mb=64.0, batched=True):
     """Last-position logits [V, N, vocab] of `model` on `ids` [N, T], one block of rows per variant.
     A variant (layer, head|None, pos|None) writes `src[layer][:, pos, head]` into its rows (None: all)."""
     N, T = ids.shape
@@ -166,7 +166,7 @@ def act_patch(model, tok, clean, corrupt=None, # DataFrames (prompt, answer) or 
               layers=None, # layers to patch (default all)
               per_position:bool=False, # heads: patch each position separately (default: all positions at once)
               direction:str='denoise', # 'denoise': clean activations into the corrupt run; 'noise': the reverse
-              budget_mb:float=512.0, # rough activation memory of one forward pass; variants are chunked to it
+              budget_mb:float=64.0, # rough activation memory of one forward pass; variants are chunked to it
               batched:bool=True, # False: one forward pass per variant (the serial reference)
              ) -> pd.DataFrame:
     """Patch `component` per (layer[, head][, position]) from one run into the other. One row per variant:
@@ -290,7 +290,7 @@ def _parse_receivers(model, receivers):
 
 def path_patch(model, tok, clean, corrupt=None, receivers='logits', # 'logits' or [(kind, layer, head), ...]
                senders=None, # [(layer, head), ...]; default every head before the first receiver layer
-               metric='prob', budget_mb:float=512.0) -> pd.DataFrame:
+               metric='prob', budget_mb:float=64.0) -> pd.DataFrame:
     "Path patching from each sender head to `receivers`; one row per sender with its `score` (see above)."
     P = prompts(tok, clean, corrupt)
     if P.corrupt is None: raise PatchError('path_patch needs corrupt prompts aligned with the clean ones.')
@@ -397,7 +397,7 @@ def _group_edits(model, groups):
 @torch.no_grad()
 def cmap(source, target, tok, data, # DataFrame (prompt, answer) or pairs
          groups:dict, # name -> component(s), e.g. {'L2 heads': 'head_out.2', 'L1 h0': [('head_out.1', [0])]}
-         metric='acc', budget_mb:float=512.0) -> pd.DataFrame:
+         metric='acc', budget_mb:float=64.0) -> pd.DataFrame:
     "Patch each group's activations from `source` into `target` on `data`; one row per group plus the unpatched runs."
     _same_arch(source, target)
     P = prompts(tok, data)
@@ -483,7 +483,7 @@ def dcm(model, tok, base, source, # aligned DataFrames (prompt, answer) / pairs:
 # %% ../nbs/09_patching.ipynb 45
 @torch.no_grad()
 def tuco(base, ft, tok, data, # DataFrame (prompt, answer) or pairs, or a list of prompts
-         budget_mb:float=512.0) -> pd.DataFrame:
+         budget_mb:float=64.0) -> pd.DataFrame:
     "TuCo per prompt (last token), with ‖ΣPTC‖ and ‖ΣFTC‖; `.attrs['per_layer']` has ‖FTC_l‖/‖PTC_l‖ per layer."
     _same_arch(base, ft)
     texts = list(data.prompt) if isinstance(data, pd.DataFrame) else [d if isinstance(d, str) else d[0] for d in data]
