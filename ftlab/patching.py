@@ -483,12 +483,12 @@ def dcm(model, tok, base, source, # aligned DataFrames (prompt, answer) / pairs:
 # %% ../nbs/09_patching.ipynb 45
 @torch.no_grad()
 def tuco(base, ft, tok, data, # DataFrame (prompt, answer) or pairs, or a list of prompts
-         budget_mb:float=64.0) -> pd.DataFrame:
+        ) -> pd.DataFrame:
     "TuCo per prompt (last token), with ‖ΣPTC‖ and ‖ΣFTC‖; `.attrs['per_layer']` has ‖FTC_l‖/‖PTC_l‖ per layer."
     _same_arch(base, ft)
     texts = list(data.prompt) if isinstance(data, pd.DataFrame) else [d if isinstance(d, str) else d[0] for d in data]
     if len(texts) > 1 and len({len(tok(t).input_ids) for t in texts}) > 1:
-        return pd.concat([tuco(base, ft, tok, g, budget_mb) for _, g in
+        return pd.concat([tuco(base, ft, tok, g) for _, g in
                           pd.Series(texts).groupby([len(tok(t).input_ids) for t in texts])], ignore_index=True)
     ids, L = torch.tensor([tok(t).input_ids for t in texts]), arch(ft).n_layers
     N = ids.shape[0]
