@@ -94,8 +94,8 @@ def lm_loss(model, tok, texts=None, # texts, or a DataFrame (task, prompt, answe
     if isinstance(texts, pd.DataFrame):
         seqs, skip = [], []
         for t, p, a in zip(texts.task, texts.prompt, texts.answer):
-            seqs.append(tok(p + ' ' + a).input_ids + eos)
-            skip.append(len(tok(p).input_ids) - 1 if t in answer_only else 0)   # targets before the answer
+            ids, n = encode(tok, p, a)
+            seqs.append(ids + eos); skip.append(n - 1 if t in answer_only else 0)   # targets before the answer
     else: seqs, skip = [tok(t).input_ids + eos for t in texts], [0] * len(texts)
     tot, cnt = 0.0, 0
     for s, ids, pad in _batches(seqs, batch_size, tok.pad_token_id or 0):

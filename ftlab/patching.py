@@ -144,6 +144,21 @@ def _patched_logits(model, ids, kind, src, variants, budget_mb=64.0, batched=Tru
             out.append(_last_logits(model, ids.repeat(len(chunk), 1)).view(len(chunk), N, -1))
     return torch.cat(out)
 
+def _paired(tok, clean, corrupt, fname):
+    P = prompts(tok, clean, corrupt)
+    if P.corrupt is None: raise PatchError(f'{fname} needs corrupt prompts aligned with the clean ones.')
+    return P
+
+def _setup(model, P, component, layers, direction):
+    "Checked (layers, own ids, source ids, component names) of a patching run."
+    _check_kind(model, component)
+    if direction not in ('denoise', 'noise'): raise PatchError(f"direction must be 'denoise' or 'noise', not {direction!r}.")
+    n = arch(model).n_layers; model.eval()
+    layers = list(range(n)) if layers is None else [int(l) for l in layers]
+    if any(not 0 <= l < n for l in layers): raise PatchError(f'layers must be in 0..{n - 1}; got {layers}.')
+    own, src = (P.corrupt, P.clean) if direction == 'denoise' else (P.clean, P.corrupt)
+    return layers, own, src, [f'{component}.{l}' for l in layers]
+
 def _variants(model, kind, layers, ps, per_position):
     a = arch(model)
     if kind in _HEADS:
@@ -172,15 +187,8 @@ def act_patch(model, tok, clean, corrupt=None, # DataFrames (prompt, answer) or 
     """Patch `component` per (layer[, head][, position]) from one run into the other. One row per variant:
     `value` is the mean metric of the patched run, `score` = (value − own) / (source − own), the fraction
     of the way from the patched run's own value to the source run's (1: the patch carries the whole effect)."""
-    _check_kind(model, component)
-    if direction not in ('denoise', 'noise'): raise PatchError(f"direction must be 'denoise' or 'noise', not {direction!r}.")
-    P = prompts(tok, clean, corrupt)
-    if P.corrupt is None: raise PatchError('act_patch needs corrupt prompts aligned with the clean ones.')
-    a = arch(model); model.eval()
-    layers = list(range(a.n_layers)) if layers is None else [int(l) for l in layers]
-    if any(not 0 <= l < a.n_layers for l in layers): raise PatchError(f'layers must be in 0..{a.n_layers - 1}; got {layers}.')
-    own, srcids = (P.corrupt, P.clean) if direction == 'denoise' else (P.clean, P.corrupt)
-    names = [f'{component}.{l}' for l in layers]
+    P = _paired(tok, clean, corrupt, 'act_patch')
+    layers, own, srcids, names = _setup(model, P, component, layers, direction)
     with torch.no_grad():
         c = cache(model, names, input_ids=srcids); src = {l: c[f'{component}.{l}'] for l in layers}
         m_src = _metric(metric, _last_logits(model, srcids), P.ans, P.corrupt_ans).mean().item()
@@ -226,13 +234,8 @@ def patch_heatmap(df:pd.DataFrame, # a result of act_patch, attr_patch or path_p
 def attr_patch(model, tok, clean, corrupt=None, component:str='resid_pre', metric='logit_diff',
                layers=None, per_position:bool=False, direction:str='denoise') -> pd.DataFrame:
     "Attribution patching: the linear estimate of `act_patch`'s `score` for every variant, from one backward pass."
-    _check_kind(model, component)
-    P = prompts(tok, clean, corrupt)
-    if P.corrupt is None: raise PatchError('attr_patch needs corrupt prompts aligned with the clean ones.')
-    a = arch(model); model.eval()
-    layers = list(range(a.n_layers)) if layers is None else [int(l) for l in layers]
-    own, srcids = (P.corrupt, P.clean) if direction == 'denoise' else (P.clean, P.corrupt)
-    names = [f'{component}.{l}' for l in layers]
+    P = _paired(tok, clean, corrupt, 'attr_patch')
+    layers, own, srcids, names = _setup(model, P, component, layers, direction)
     with torch.no_grad():
         src = cache(model, names, input_ids=srcids)
         m_src = _metric(metric, _last_logits(model, srcids), P.ans, P.corrupt_ans).mean().item()
@@ -292,8 +295,7 @@ def path_patch(model, tok, clean, corrupt=None, receivers='logits', # 'logits' o
                senders=None, # [(layer, head), ...]; default every head before the first receiver layer
                metric='prob', budget_mb:float=64.0) -> pd.DataFrame:
     "Path patching from each sender head to `receivers`; one row per sender with its `score` (see above)."
-    P = prompts(tok, clean, corrupt)
-    if P.corrupt is None: raise PatchError('path_patch needs corrupt prompts aligned with the clean ones.')
+    P = _paired(tok, clean, corrupt, 'path_patch')
     a = arch(model); model.eval()
     recv = _parse_receivers(model, receivers)
     top = a.n_layers if recv == 'logits' else min(l for _, l, _ in recv)       # senders lie below every receiver

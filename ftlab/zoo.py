@@ -78,8 +78,8 @@ def pack_batch(tok, rng:np.random.Generator, tasks=PRETRAIN_TASKS, batch_size:in
     bad = set(answer_only) - set(tasks) | set(weights or {}) - set(tasks)
     if bad: raise ValueError(f"answer_only/weights name tasks {sorted(bad)} that are not in the mixture {list(tasks)}.")
     ts = [get_task(t) for t in tasks]
-    p = None if not weights else np.array([float(weights.get(t, 1.0)) for t in tasks]) / sum(
-        float(weights.get(t, 1.0)) for t in tasks)
+    w = np.array([float((weights or {}).get(t, 1.0)) for t in tasks])
+    p = w / w.sum() if weights else None   # uniform: the integer draw, as the committed zoo was trained
     while len(ids) < need:
         i = int(rng.integers(len(ts))) if p is None else int(rng.choice(len(ts), p=p))
         pr, a, _ = ts[i].make(rng)
