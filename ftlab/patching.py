@@ -5,6 +5,7 @@
 # %% ../nbs/09_patching.ipynb 1
 from __future__ import annotations
 import math, re
+from contextlib import contextmanager
 from dataclasses import dataclass
 import numpy as np, pandas as pd, torch
 import torch.nn.functional as F
@@ -12,8 +13,9 @@ import plotly.graph_objects as go
 from .arch import arch, hooks, cache, _unwrap
 
 # %% auto 0
-__all__ = ['METRICS', 'PatchError', 'Prompts', 'prompts', 'entity_pairs', 'act_patch', 'patch_heatmap', 'attr_patch', 'agreement',
-           'path_patch', 'top_heads', 'faithfulness', 'cmap', 'dcm', 'tuco']
+__all__ = ['METRICS', 'PatchError', 'Prompts', 'prompts', 'query_pairs', 'entity_pairs', 'act_patch', 'patch_heatmap',
+           'attr_patch', 'agreement', 'path_patch', 'top_heads', 'faithfulness', 'cmap', 'dcm', 'tuco', 'ftc_scaled',
+           'ftc_steer', 'attention_pattern', 'pattern_figure', 'patch_widget']
 
 # %% ../nbs/09_patching.ipynb 6
 class PatchError(ValueError):
@@ -61,20 +63,31 @@ def prompts(tok, clean, # DataFrame with prompt/answer (e.g. `Task.sample`), or 
     return p
 
 # %% ../nbs/09_patching.ipynb 8
-_FACT = re.compile(r'(\w+) is in Box (\w+)')
+_FACT = {'entity': re.compile(r'(\w+) is in Box (\w+)'), 'kv': re.compile(r'(?:^| , )(\w+) (\w+)')}
+
+def query_pairs(task:str='entity', # 'entity' or 'kv'
+                n:int=64, n_items:int=3, # examples, and boxes / key-value pairs in each
+                seed:int=0, split:str='id') -> tuple[pd.DataFrame, pd.DataFrame]:
+    "Clean prompts with `n_items` items and corrupt ones that query another item of the same context."
+    from ftlab.tasks import EntityTracking, KVRecall
+    if task not in _FACT: raise PatchError(f"query_pairs makes 'entity' or 'kv' pairs, not {task!r}.")
+    k = (n_items, n_items)
+    t = EntityTracking(split=split, n_boxes=k, ood_boxes=k) if task == 'entity' else KVRecall(split=split, n_pairs=k, ood_pairs=k)
+    clean = t.sample(n, seed)
+    rng = np.random.default_rng(seed + 1)
+    rows = []
+    for p in clean.prompt:
+        ctx, q = p.rsplit(' . ', 1)
+        facts = {(b if task == 'entity' else a): (a if task == 'entity' else b) for a, b in _FACT[task].findall(ctx)}
+        cur = q.split()[1] if task == 'entity' else q.split()[0]
+        other = str(rng.choice([l for l in facts if l != cur]))
+        rows.append(dict(prompt=f'{ctx} . ' + (f'Box {other} contains the' if task == 'entity' else f'{other} ='),
+                         answer=facts[other], query=other))
+    return clean, pd.DataFrame(rows)
 
 def entity_pairs(n:int, n_boxes:int=3, seed:int=0, split:str='id') -> tuple[pd.DataFrame, pd.DataFrame]:
     "Clean entity-tracking prompts with `n_boxes` boxes and corrupt ones whose query label names another box."
-    from ftlab.tasks import EntityTracking
-    clean = EntityTracking(split=split, n_boxes=(n_boxes, n_boxes), ood_boxes=(n_boxes, n_boxes)).sample(n, seed)
-    rng = np.random.default_rng(seed + 1)
-    rows = []
-    for p, q in zip(clean.prompt, clean.query_label):
-        box = {l: o for o, l in _FACT.findall(p)}
-        other = str(rng.choice([l for l in box if l != q]))
-        rows.append(dict(prompt=p[:p.rindex(f'Box {q} contains')] + f'Box {other} contains the',
-                         answer=box[other], query_label=other))
-    return clean, pd.DataFrame(rows)
+    return query_pairs('entity', n, n_boxes, seed, split)
 
 # %% ../nbs/09_patching.ipynb 12
 METRICS = ('logit_diff', 'logit', 'logprob', 'prob', 'acc')
@@ -511,3 +524,113 @@ def tuco(base, ft, tok, data, # DataFrame (prompt, answer) or pairs, or a list o
     df.attrs['per_layer'] = pd.DataFrame(dict(layer=range(L), ptc=ptc.norm(dim=-1).mean(1).numpy(),
                                               ftc=ftc.norm(dim=-1).mean(1).numpy()))
     return df
+
+# %% ../nbs/09_patching.ipynb 48
+@contextmanager
+def ftc_scaled(base, ft, alpha:float):
+    "Inside the `with` block, every block of `ft` adds α × its fine-tuning component (TuCo's FTC) instead of 1 ×."
+    _same_arch(base, ft)
+    from transformers.cache_utils import Cache
+    a = arch(ft)
+    fb, bb = _unwrap(ft).get_submodule(a.blocks), _unwrap(base.eval()).get_submodule(a.blocks)
+    strip = lambda v: None if isinstance(v, Cache) else v
+    def hook(l):
+        def fn(m, args, kwargs, out):
+            b = bb[l](*[strip(x) for x in args], **{k: strip(v) for k, v in kwargs.items()})
+            o, bo = (out[0], b[0]) if isinstance(out, tuple) else (out, b)
+            y = bo + alpha * (o - bo)
+            return (y,) + tuple(out[1:]) if isinstance(out, tuple) else y
+        return fn
+    hs = []
+    try:
+        if alpha != 1: hs = [fb[l].register_forward_hook(hook(l), with_kwargs=True) for l in range(a.n_layers)]
+        yield ft
+    finally:
+        for h in hs: h.remove()
+
+def ftc_steer(base, ft, tok, tasks, # task names / Tasks / DataFrames (prompt, answer) to evaluate
+              alphas=(0.0, 0.5, 1.0, 1.5, 2.0), # scales of the fine-tuning component
+              n:int=128, seed:int=10_000) -> pd.DataFrame:
+    "Accuracy and answer log-prob of `ft` on each task with its fine-tuning component scaled by each α."
+    from ftlab.evaluate import evaluate
+    tasks = [tasks] if isinstance(tasks, (str, pd.DataFrame)) or not hasattr(tasks, '__iter__') else list(tasks)
+    rows = []
+    for al in alphas:
+        with ftc_scaled(base, ft.eval(), float(al)):
+            for t in tasks:
+                s = evaluate(ft, tok, t, n=n, seed=seed).summary.iloc[0]
+                rows.append(dict(alpha=float(al), task=s.task, split=s.split, n=int(s.n), accuracy=s.accuracy, logprob=s.logprob))
+    return pd.DataFrame(rows)
+
+# %% ../nbs/09_patching.ipynb 52
+@torch.no_grad()
+def attention_pattern(model, tok, prompt, # a prompt string, or its token ids [T]
+                      layer:int) -> torch.Tensor:
+    "Attention weights [heads, query, key] of `layer` on `prompt`."
+    a, m = arch(model), _unwrap(model)
+    if not 0 <= int(layer) < a.n_layers: raise PatchError(f'layer must be in 0..{a.n_layers - 1}; got {layer}.')
+    ids = torch.tensor([tok(prompt).input_ids]) if isinstance(prompt, str) else torch.as_tensor(prompt).view(1, -1)
+    old = m.config._attn_implementation
+    try:
+        if old != 'eager': m.set_attn_implementation('eager')
+        out = model.eval()(input_ids=ids.to(next(m.parameters()).device), output_attentions=True, use_cache=False)
+    finally:
+        if old != 'eager': m.set_attn_implementation(old)
+    return out.attentions[int(layer)][0].float().cpu()
+
+def pattern_figure(A:torch.Tensor, # [query, key] weights of one head
+                   tokens, title:str='') -> go.Figure:
+    "Heatmap of one head's attention: rows are query positions, columns key positions."
+    lab = [f'{i}:{t}' for i, t in enumerate(tokens)]
+    fig = go.Figure(go.Heatmap(z=A.numpy(), x=lab, y=lab, colorscale='Blues', zmin=0, zmax=1,
+                               hovertemplate='query %{y}<br>key %{x}<br>weight %{z:.3f}<extra></extra>'))
+    return fig.update_layout(title=title, xaxis_title='key', yaxis=dict(title='query', autorange='reversed'),
+                             height=300 + 12 * len(lab), margin=dict(l=90, r=20, t=50, b=90))
+
+# %% ../nbs/09_patching.ipynb 56
+def patch_widget(model, tok, clean, corrupt=None, # aligned prompts, as for `act_patch`
+                 components=('resid_pre', 'attn_out', 'mlp_out'), metrics=('logit_diff', 'logprob', 'prob'),
+                 direction:str='denoise'):
+    "Example, component and metric selectors → layer×position and layer×head heatmaps; click a head for its attention pattern."
+    import ipywidgets as W
+    P = _paired(tok, clean, corrupt, 'patch_widget')
+    toks = lambda i: tuple(tok.convert_ids_to_tokens(P.clean[i].tolist()))
+    ex = W.Dropdown(options=[('all examples (mean)', -1)] + [(f'{i}: ' + ' '.join(toks(i)[1:])[-80:], i)
+                                                              for i in range(len(P.ans))], description='example')
+    comp = W.Dropdown(options=list(components), description='component')
+    met = W.Dropdown(options=list(metrics), description='metric')
+    pos_fig, head_fig, attn_fig, status = go.FigureWidget(), go.FigureWidget(), go.FigureWidget(), W.HTML()
+    state = {}
+    def copy_into(fw, fig):
+        with fw.batch_update(): fw.data = []; fw.add_traces(fig.data); fw.layout = fig.layout
+    def sub(i):
+        if i < 0: return P
+        r = slice(i, i + 1)
+        return Prompts(P.clean[r], P.ans[r], P.corrupt[r], P.corrupt_ans[r], tokens=toks(i))
+    def show_head(layer, head):
+        i = max(ex.value, 0)
+        A = attention_pattern(model, tok, P.clean[i], layer)[head]
+        copy_into(attn_fig, pattern_figure(A, toks(i), f'attention of L{layer}.h{head} on example {i}'))
+        state['head'] = (layer, head)
+    def click(trace, points, selector):
+        if points.xs: show_head(int(points.ys[0]), int(str(points.xs[0])[1:]))
+    def draw(*_):
+        Q = sub(ex.value)
+        try:
+            pos = act_patch(model, tok, Q, component=comp.value, metric=met.value, direction=direction)
+            hd = act_patch(model, tok, Q, component='head_out', metric=met.value, direction=direction)
+        except PatchError as e:
+            status.value = f'<b>{e}</b>'; return
+        state.update(pos=pos, heads=hd)
+        copy_into(pos_fig, patch_heatmap(pos)); copy_into(head_fig, patch_heatmap(hd))
+        head_fig.data[0].on_click(click)
+        b = hd.loc[hd.score.abs().idxmax()]
+        status.value = (f"{met.value}: clean {pos.attrs['clean_value']:.3f}, corrupt {pos.attrs['corrupt_value']:.3f} "
+                        f"({'all examples' if ex.value < 0 else f'example {ex.value}'}). Largest |score| among heads: "
+                        f"L{b.layer}.h{b['head']} ({b.score:.2f}). Click a head for its attention pattern.")
+        show_head(int(b.layer), int(b['head']))
+    for w in (ex, comp, met): w.observe(draw, 'value')
+    draw()
+    box = W.VBox([W.HBox([ex, comp, met]), status, pos_fig, head_fig, attn_fig])
+    box.state, box.show_head = state, show_head
+    return box
