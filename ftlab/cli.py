@@ -23,6 +23,7 @@ def _parser():
     d.add_argument('--train-steps', type=int, default=200, help='steps per fine-tune in the training section (0: skip it)')
     d.add_argument('--merge-task', default='count:ood', help='task of the second fine-tune that the merge section merges with the first')
     d.add_argument('--graft-sparsity', type=float, action='append', help='sparsities of the localization section (repeatable; default 1e-4 1e-3 1e-2)')
+    d.add_argument('--no-patching', action='store_true', help='skip the circuit section (activation patching, CMAP)')
     z = sub.add_parser('zoo', help='pre-train zoo models from scratch (deterministic)')
     z.add_argument('names', nargs='*', help='zoo models to train (default: all)')
     z.add_argument('--out-dir', default=None, help='where to write them (default: inside the package)')
@@ -106,7 +107,7 @@ def _run(args):
         from ftlab.report import demo
         p = demo(args.out, args.model, n=args.n, allow_pickle=args.allow_pickle, train_task=args.train_task,
                  train_steps=args.train_steps,
-                 merge_task=args.merge_task, **({'graft_sparsities': tuple(args.graft_sparsity)} if args.graft_sparsity else {}))
+                 merge_task=args.merge_task, patching=not args.no_patching, **({'graft_sparsities': tuple(args.graft_sparsity)} if args.graft_sparsity else {}))
         print(f'Report written to {p}')
     elif args.cmd == 'zoo':
         from ftlab.zoo import SPECS, ZOO_DIR, pretrain

@@ -135,9 +135,52 @@ def _positions(T, positions):
     return ps
 
 @torch.no_grad()
-def _patched_logits(model, ids, kind, src, variants, budget_mb=64.0, batched=True):
+def _prefix_logits(model, ids, kind, src, variants, budget_mb=64.0):
+    """`_patched_logits` for variants that each patch one position p > 0: the tokens before p are the same in
+    the patched and the own run, so they come from the own run's KV cache and only tokens p.. are computed."""
+    N, T = ids.shape
+    dev = next(_unwrap(model).parameters()).device
+    out = torch.empty(len(variants), N, _unwrap(model).config.vocab_size)
+    by_p = {}
+    for i, (l, h, p) in enumerate(variants): by_p.setdefault(p, []).append(i)
+    for p, idx in by_p.items():
+        per = max(1, _rows_per_pass(model, T - p, budget_mb) // N)
+        for s in range(0, len(idx), per):
+            chunk = idx[s:s + per]; V = len(chunk)
+            cache = model(input_ids=ids[:, :p].to(dev), use_cache=True).past_key_values
+            cache.batch_repeat_interleave(V)                 # rows ordered (example, variant)
+            by_layer = {}
+            for v, i in enumerate(chunk): by_layer.setdefault(variants[i][0], []).append((v, variants[i][1]))
+            def setter(l, edits):
+                def fn(x):
+                    x = x.clone()
+                    for v, h in edits:
+                        if h is None: x[v::V, 0] = src[l][:, p]
+                        else: x[v::V, 0, h] = src[l][:, p, h]
+                    return x
+                return fn
+            with hooks(model, {f'{kind}.{l}': setter(l, e) for l, e in by_layer.items()}):
+                lg = model(input_ids=ids[:, p:].repeat_interleave(V, 0).to(dev), past_key_values=cache,
+                           logits_to_keep=1).logits[:, -1].float().cpu()
+            out[chunk] = lg.view(N, V, -1).transpose(0, 1)
+    return out
+
+@torch.no_grad()
+def _patched_logits(model, ids, kind, src, variants, budget_mb=64.0, batched=True, reuse_prefix='auto'):
     """Last-position logits [V, N, vocab] of `model` on `ids` [N, T], one block of rows per variant.
-    A variant (layer, head|None, pos|None) writes `src[layer][:, pos, head]` into its rows (None: all)."""
+    A variant (layer, head|None, pos|None) writes `src[layer][:, pos, head]` into its rows (None: all).
+    With `reuse_prefix`, variants that patch one position p > 0 start from the own run's KV cache at p
+    ('auto': when the N·T tokens of one run are ≥ 128; below that a pass costs mostly call overhead and one pass
+    per position loses more than the shorter passes save, as measured by bench/patching.py)."""
+    if reuse_prefix == 'auto': reuse_prefix = ids.numel() >= 128
+    if batched and reuse_prefix:
+        pre = [i for i, v in enumerate(variants) if v[2] is not None and v[2] > 0]
+        if pre:
+            rest = [i for i in range(len(variants)) if i not in set(pre)]
+            out = torch.empty(len(variants), ids.shape[0], _unwrap(model).config.vocab_size)
+            out[pre] = _prefix_logits(model, ids, kind, src, [variants[i] for i in pre], budget_mb)
+            if rest: out[rest] = _patched_logits(model, ids, kind, src, [variants[i] for i in rest], budget_mb, reuse_prefix=False)
+            return out
     N, T = ids.shape
     per = max(1, _rows_per_pass(model, T, budget_mb) // N) if batched else 1
     out = []
@@ -196,6 +239,7 @@ def act_patch(model, tok, clean, corrupt=None, # DataFrames (prompt, answer) or 
               direction:str='denoise', # 'denoise': clean activations into the corrupt run; 'noise': the reverse
               budget_mb:float=64.0, # rough activation memory of one forward pass; variants are chunked to it
               batched:bool=True, # False: one forward pass per variant (the serial reference)
+              reuse_prefix='auto', # start variants that patch one position p from the own run's KV cache at p (True, False, 'auto')
              ) -> pd.DataFrame:
     """Patch `component` per (layer[, head][, position]) from one run into the other. One row per variant:
     `value` is the mean metric of the patched run, `score` = (value − own) / (source − own), the fraction
@@ -210,7 +254,7 @@ def act_patch(model, tok, clean, corrupt=None, # DataFrames (prompt, answer) or 
         raise PatchError(f'The clean and corrupt runs give the same {metric} ({m_src:.4g}): there is no effect to '
                          f'patch. Check that the corrupt prompts change the answer.')
     var = _variants(model, component, layers, _positions(P.clean.shape[1], positions), per_position)
-    vals = _metric(metric, _patched_logits(model, own, component, src, var, budget_mb, batched),
+    vals = _metric(metric, _patched_logits(model, own, component, src, var, budget_mb, batched, reuse_prefix),
                    P.ans, P.corrupt_ans).mean(-1)
     df = _frame(var, component, P.tokens, value=vals.numpy())
     df['score'] = (df.value - m_own) / (m_src - m_own)

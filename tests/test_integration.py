@@ -56,7 +56,8 @@ def test_demo_output_is_complete(demo_run):
     out, _ = demo_run
     assert sorted(p.name for p in out.iterdir()) == ['base_eval.csv', 'intruder_summary.csv', 'intruders.csv', 'localize_location.csv',
                                                     'localize_overlap.csv', 'localize_sparsity.csv', 'masks', 'merge_methods.csv',
-                                                    'merge_wise_ft.csv', 'report.html', 'runs', 'training_runs.csv'], \
+                                                    'merge_wise_ft.csv', 'patching_cmap.csv', 'patching_kv_heads.csv', 'patching_kv_resid.csv',
+                                                    'report.html', 'runs', 'training_runs.csv'], \
         f'unexpected files (temporaries?) in {out}: {sorted(p.name for p in out.iterdir())}'
     html = (out / 'report.html').read_text()
     assert 'Training: full fine-tuning vs LoRA' in html and 'training_runs.csv' in html

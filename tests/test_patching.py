@@ -76,12 +76,14 @@ def test_head_out_patch_equals_attention_output_by_hand(family):
     torch.testing.assert_close(got, by_hand, atol=1e-5, rtol=1e-5)
 
 @pytest.mark.parametrize('family', FAMILIES)
-def test_batched_equals_serial_for_heads_and_qkv(family):
+def test_batched_equals_serial_for_every_component_and_position(family):
+    "The batched path (positions > 0 from the own run's KV cache) equals one full forward pass per variant."
     m = _model(family)
-    for comp in ('head_out', 'q', 'v', 'mlp_out'):
-        b = act_patch(m, TOK, CLEAN, CORRUPT, comp, per_position=True, positions=[-1, -3])
-        s = act_patch(m, TOK, CLEAN, CORRUPT, comp, per_position=True, positions=[-1, -3], batched=False)
-        np.testing.assert_allclose(b.value.values, s.value.values, atol=1e-4)
+    for comp in ('resid_pre', 'attn_out', 'mlp_out', 'head_out', 'q', 'k', 'v'):
+        b = act_patch(m, TOK, CLEAN, CORRUPT, comp, per_position=True, budget_mb=4, reuse_prefix=True)
+        s = act_patch(m, TOK, CLEAN, CORRUPT, comp, per_position=True, batched=False)
+        assert b.position.nunique() > 5
+        np.testing.assert_allclose(b.value.values, s.value.values, atol=1e-4, err_msg=f'{family} {comp}')
 
 @pytest.mark.parametrize('family', FAMILIES)
 def test_cmap_identical_models_is_a_no_op(family):
