@@ -176,7 +176,7 @@ def _patched_logits(model, ids, kind, src, variants, budget_mb=64.0, batched=Tru
     if batched and reuse_prefix:
         pre = [i for i, v in enumerate(variants) if v[2] is not None and v[2] > 0]
         if pre:
-            rest = [i for i in range(len(variants)) if i not in set(pre)]
+            rest = sorted(set(range(len(variants))) - set(pre))
             out = torch.empty(len(variants), ids.shape[0], _unwrap(model).config.vocab_size)
             out[pre] = _prefix_logits(model, ids, kind, src, [variants[i] for i in pre], budget_mb)
             if rest: out[rest] = _patched_logits(model, ids, kind, src, [variants[i] for i in rest], budget_mb, reuse_prefix=False)
