@@ -268,7 +268,6 @@ def _patching_section(r, m_tok, ft_tok, task, n):
     ap = act_patch(m, tok, clean, corrupt, 'resid_pre')
     hd = act_patch(m, tok, clean, corrupt, 'head_out')
     ag = agreement(ap, attr_patch(m, tok, clean, corrupt, 'resid_pre'))
-    toks = clean.prompt[0].split()
     top = ap.loc[ap.score.idxmax()]
     b = hd.loc[hd.score.abs().idxmax()]
     data = _fixed_length(tok, task, k, seed=1)
@@ -280,6 +279,7 @@ def _patching_section(r, m_tok, ft_tok, task, n):
     tab = tab.rename(columns={'value': 'ft_into_base'}).assign(base=cm.target[0], fine_tuned=cm.source[0])
     tc = tuco(m, ft, tok, data).tuco.mean(), tuco(m, ft, tok, clean).tuco.mean()
     best = tab.iloc[:2 * L].sort_values('recovered', ascending=False).iloc[0]
+    rec = tab.set_index('group').recovered
     r.text(f"## Circuits: activation patching and cross-model patching\n\n"
            f"**Where the base reads the query (kv recall).** {k} prompts with 3 key-value pairs (`{clean.prompt[0]}` → "
            f"`{clean.answer[0]}`) and corrupt twins that query another key of the same context. The clean residual stream "
@@ -293,8 +293,8 @@ def _patching_section(r, m_tok, ft_tok, task, n):
            f"fine-tune's activations are patched into the base one group at a time (`ftlab.patching.cmap`; accuracy of the "
            f"first answer token): the base scores {cm.target[0]:.3f}, the fine-tune {cm.source[0]:.3f}. The single block "
            f"output that recovers most of the gain is {best.group} ({best.recovered:.0%}; base accuracy {best.ft_into_base:.3f}); "
-           f"all attention outputs together recover {tab.set_index('group').recovered['all attention']:.0%}, all MLP outputs "
-           f"{tab.set_index('group').recovered['all MLPs']:.0%}. The reverse patch (base into the fine-tune) is in the table. "
+           f"all attention outputs together recover {rec['all attention']:.0%}, all MLP outputs "
+           f"{rec['all MLPs']:.0%}. The reverse patch (base into the fine-tune) is in the table. "
            f"TuCo (the fine-tuning component's share of the last-token residual updates, Nuti et al.): "
            f"{tc[0]:.3f} on `{task}` prompts, {tc[1]:.3f} on kv prompts ({time.time() - t0:.0f} s).")
     r.figure(patch_heatmap(ap, title='kv recall, base: clean residual stream patched into the corrupt run (score)'))
