@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_patching.ipynb 1
 from __future__ import annotations
-import math, re
+import copy, math, re
 from contextlib import contextmanager
 from dataclasses import dataclass
 import numpy as np, pandas as pd, torch
@@ -134,33 +134,50 @@ def _positions(T, positions):
     if bad: raise PatchError(f'positions {bad} are outside the {T} tokens of the prompts.')
     return ps
 
+class _Skip(torch.nn.Module):
+    "Stands in for a block below the patched layer: passes its input through (block l's input is injected)."
+    def forward(self, hidden_states=None, *args, **kwargs): return hidden_states
+
+@contextmanager
+def _from_layer(model, l, x):
+    """Run only blocks l.. of `model`; block l's input is `x`, the own run's `resid_pre.l` for the rows and
+    tokens of the pass. Exact for a patch at layer l, which changes nothing below it."""
+    if l == 0: yield; return
+    blocks = _unwrap(model).get_submodule(arch(model).blocks)
+    saved = [blocks[i] for i in range(l)]
+    try:
+        for i in range(l): blocks[i] = _Skip()
+        with hooks(model, {f'resid_pre.{l}': lambda _: x}): yield
+    finally:
+        for i, b in enumerate(saved): blocks[i] = b
+
 @torch.no_grad()
 def _prefix_logits(model, ids, kind, src, variants, budget_mb=64.0):
-    """`_patched_logits` for variants that each patch one position p > 0: the tokens before p are the same in
-    the patched and the own run, so they come from the own run's KV cache and only tokens p.. are computed."""
+    """`_patched_logits` for variants that each patch one position p > 0 at layer l. Nothing before p and nothing
+    below l changes, so the tokens before p come from the own run's KV cache (computed once per p), block l's
+    input from the own run's residual stream, and only blocks l.. run, on tokens p.. ."""
     N, T = ids.shape
     dev = next(_unwrap(model).parameters()).device
     out = torch.empty(len(variants), N, _unwrap(model).config.vocab_size)
-    by_p = {}
-    for i, (l, h, p) in enumerate(variants): by_p.setdefault(p, []).append(i)
-    for p, idx in by_p.items():
+    own = cache(model, [f'resid_pre.{l}' for l in {v[0] for v in variants}], input_ids=ids)
+    groups, kv_p = {}, (None, None)
+    for i, (l, h, p) in enumerate(variants): groups.setdefault((p, l), []).append(i)
+    for (p, l), idx in sorted(groups.items()):
+        if kv_p[0] != p: kv_p = (p, model(input_ids=ids[:, :p].to(dev), use_cache=True).past_key_values)
         per = max(1, _rows_per_pass(model, T - p, budget_mb) // N)
         for s in range(0, len(idx), per):
             chunk = idx[s:s + per]; V = len(chunk)
-            cache = model(input_ids=ids[:, :p].to(dev), use_cache=True).past_key_values
-            cache.batch_repeat_interleave(V)                 # rows ordered (example, variant)
-            by_layer = {}
-            for v, i in enumerate(chunk): by_layer.setdefault(variants[i][0], []).append((v, variants[i][1]))
-            def setter(l, edits):
-                def fn(x):
-                    x = x.clone()
-                    for v, h in edits:
-                        if h is None: x[v::V, 0] = src[l][:, p]
-                        else: x[v::V, 0, h] = src[l][:, p, h]
-                    return x
-                return fn
-            with hooks(model, {f'{kind}.{l}': setter(l, e) for l, e in by_layer.items()}):
-                lg = model(input_ids=ids[:, p:].repeat_interleave(V, 0).to(dev), past_key_values=cache,
+            kv = copy.deepcopy(kv_p[1]); kv.batch_repeat_interleave(V)          # rows ordered (example, variant)
+            heads = [variants[i][1] for i in chunk]
+            def fn(x):
+                x = x.clone()
+                for v, h in enumerate(heads):
+                    if h is None: x[v::V, 0] = src[l][:, p]
+                    else: x[v::V, 0, h] = src[l][:, p, h]
+                return x
+            x0 = own[f'resid_pre.{l}'][:, p:].repeat_interleave(V, 0).to(dev)
+            with _from_layer(model, l, x0), hooks(model, {f'{kind}.{l}': fn}):
+                lg = model(input_ids=ids[:, p:].repeat_interleave(V, 0).to(dev), past_key_values=kv,
                            logits_to_keep=1).logits[:, -1].float().cpu()
             out[chunk] = lg.view(N, V, -1).transpose(0, 1)
     return out
@@ -169,20 +186,27 @@ def _prefix_logits(model, ids, kind, src, variants, budget_mb=64.0):
 def _patched_logits(model, ids, kind, src, variants, budget_mb=64.0, batched=True, reuse_prefix='auto'):
     """Last-position logits [V, N, vocab] of `model` on `ids` [N, T], one block of rows per variant.
     A variant (layer, head|None, pos|None) writes `src[layer][:, pos, head]` into its rows (None: all).
-    With `reuse_prefix`, variants that patch one position p > 0 start from the own run's KV cache at p
-    ('auto': when the N·T tokens of one run are ≥ 128; below that a pass costs mostly call overhead and one pass
-    per position loses more than the shorter passes save, as measured by bench/patching.py)."""
+    With `reuse_prefix` the own run's states are reused where a patch cannot change them: variants that patch
+    one position p > 0 start from the own run's KV cache at p, and every pass skips the blocks below its
+    lowest patched layer, whose output is the own run's residual stream ('auto': when the N·T tokens of one
+    run are ≥ 128; below that a pass costs mostly call overhead and more, shorter passes lose more than they
+    save, as measured by bench/patching.py)."""
     if reuse_prefix == 'auto': reuse_prefix = ids.numel() >= 128
-    if batched and reuse_prefix:
+    reuse = batched and reuse_prefix
+    if reuse:
         pre = [i for i, v in enumerate(variants) if v[2] is not None and v[2] > 0]
         if pre:
             rest = sorted(set(range(len(variants))) - set(pre))
             out = torch.empty(len(variants), ids.shape[0], _unwrap(model).config.vocab_size)
             out[pre] = _prefix_logits(model, ids, kind, src, [variants[i] for i in pre], budget_mb)
-            if rest: out[rest] = _patched_logits(model, ids, kind, src, [variants[i] for i in rest], budget_mb, reuse_prefix=False)
+            if rest: out[rest] = _patched_logits(model, ids, kind, src, [variants[i] for i in rest], budget_mb, True, True)
             return out
     N, T = ids.shape
     per = max(1, _rows_per_pass(model, T, budget_mb) // N) if batched else 1
+    order = sorted(range(len(variants)), key=lambda i: variants[i][0])   # by layer: a chunk skips below its lowest
+    variants = [variants[i] for i in order]
+    low = {variants[s][0] for s in range(0, len(variants), per)} - {0} if reuse else set()
+    own = cache(model, [f'resid_pre.{l}' for l in low], input_ids=ids) if low else {}
     out = []
     for s in range(0, len(variants), per):
         chunk, by_layer = variants[s:s + per], {}
@@ -196,9 +220,13 @@ def _patched_logits(model, ids, kind, src, variants, budget_mb=64.0, batched=Tru
                     else: x[r, pp, h] = src[l][:, pp, h]
                 return x
             return fn
-        with hooks(model, {f'{kind}.{l}': setter(l, e) for l, e in by_layer.items()}):
+        lo = chunk[0][0] if reuse else 0
+        x0 = own[f'resid_pre.{lo}'].repeat(len(chunk), 1, 1) if lo else None
+        with _from_layer(model, lo, x0), hooks(model, {f'{kind}.{l}': setter(l, e) for l, e in by_layer.items()}):
             out.append(_last_logits(model, ids.repeat(len(chunk), 1)).view(len(chunk), N, -1))
-    return torch.cat(out)
+    res = torch.empty(len(variants), N, out[0].shape[-1])
+    res[order] = torch.cat(out)
+    return res
 
 def _paired(tok, clean, corrupt, fname):
     P = prompts(tok, clean, corrupt)
@@ -239,7 +267,7 @@ def act_patch(model, tok, clean, corrupt=None, # DataFrames (prompt, answer) or 
               direction:str='denoise', # 'denoise': clean activations into the corrupt run; 'noise': the reverse
               budget_mb:float=64.0, # rough activation memory of one forward pass; variants are chunked to it
               batched:bool=True, # False: one forward pass per variant (the serial reference)
-              reuse_prefix='auto', # start variants that patch one position p from the own run's KV cache at p (True, False, 'auto')
+              reuse_prefix='auto', # reuse the own run: its KV cache before a patched position p, its residual stream below the patched layer (True, False, 'auto')
              ) -> pd.DataFrame:
     """Patch `component` per (layer[, head][, position]) from one run into the other. One row per variant:
     `value` is the mean metric of the patched run, `score` = (value − own) / (source − own), the fraction

@@ -77,13 +77,18 @@ def test_head_out_patch_equals_attention_output_by_hand(family):
 
 @pytest.mark.parametrize('family', FAMILIES)
 def test_batched_equals_serial_for_every_component_and_position(family):
-    "The batched path (positions > 0 from the own run's KV cache) equals one full forward pass per variant."
+    "The batched path (positions > 0 from the own run's KV cache, blocks below the patched layer skipped) equals one full forward pass per variant."
     m = _model(family)
     for comp in ('resid_pre', 'attn_out', 'mlp_out', 'head_out', 'q', 'k', 'v'):
         b = act_patch(m, TOK, CLEAN, CORRUPT, comp, per_position=True, budget_mb=4, reuse_prefix=True)
         s = act_patch(m, TOK, CLEAN, CORRUPT, comp, per_position=True, batched=False)
         assert b.position.nunique() > 5
         np.testing.assert_allclose(b.value.values, s.value.values, atol=1e-4, err_msg=f'{family} {comp}')
+    for comp in ('head_out', 'q', 'k', 'v'):          # all positions at once: the own run below the layer is reused
+        b = act_patch(m, TOK, CLEAN, CORRUPT, comp, budget_mb=0.05, reuse_prefix=True)
+        s = act_patch(m, TOK, CLEAN, CORRUPT, comp, batched=False)
+        assert b.layer.nunique() == 2
+        np.testing.assert_allclose(b.value.values, s.value.values, atol=1e-4, err_msg=f'{family} {comp} all positions')
 
 @pytest.mark.parametrize('family', FAMILIES)
 def test_cmap_identical_models_is_a_no_op(family):
