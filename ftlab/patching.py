@@ -159,7 +159,8 @@ def _prefix_logits(model, ids, kind, src, variants, budget_mb=64.0):
     N, T = ids.shape
     dev = next(_unwrap(model).parameters()).device
     out = torch.empty(len(variants), N, _unwrap(model).config.vocab_size)
-    own = cache(model, [f'resid_pre.{l}' for l in {v[0] for v in variants}], input_ids=ids)
+    low = {v[0] for v in variants} - {0}
+    own = cache(model, [f'resid_pre.{l}' for l in low], input_ids=ids) if low else {}
     groups, kv_p = {}, (None, None)
     for i, (l, h, p) in enumerate(variants): groups.setdefault((p, l), []).append(i)
     for (p, l), idx in sorted(groups.items()):
@@ -175,7 +176,7 @@ def _prefix_logits(model, ids, kind, src, variants, budget_mb=64.0):
                     if h is None: x[v::V, 0] = src[l][:, p]
                     else: x[v::V, 0, h] = src[l][:, p, h]
                 return x
-            x0 = own[f'resid_pre.{l}'][:, p:].repeat_interleave(V, 0).to(dev)
+            x0 = own[f'resid_pre.{l}'][:, p:].repeat_interleave(V, 0).to(dev) if l else None
             with _from_layer(model, l, x0), hooks(model, {f'{kind}.{l}': fn}):
                 lg = model(input_ids=ids[:, p:].repeat_interleave(V, 0).to(dev), past_key_values=kv,
                            logits_to_keep=1).logits[:, -1].float().cpu()
@@ -203,13 +204,12 @@ def _patched_logits(model, ids, kind, src, variants, budget_mb=64.0, batched=Tru
             return out
     N, T = ids.shape
     per = max(1, _rows_per_pass(model, T, budget_mb) // N) if batched else 1
-    order = sorted(range(len(variants)), key=lambda i: variants[i][0])   # by layer: a chunk skips below its lowest
-    variants = [variants[i] for i in order]
-    low = {variants[s][0] for s in range(0, len(variants), per)} - {0} if reuse else set()
+    chunks = [variants[s:s + per] for s in range(0, len(variants), per)]   # variants come ordered by layer
+    low = {min(v[0] for v in c) for c in chunks} - {0} if reuse else set()  # a chunk skips below its lowest layer
     own = cache(model, [f'resid_pre.{l}' for l in low], input_ids=ids) if low else {}
     out = []
-    for s in range(0, len(variants), per):
-        chunk, by_layer = variants[s:s + per], {}
+    for chunk in chunks:
+        by_layer = {}
         for v, (l, h, p) in enumerate(chunk): by_layer.setdefault(l, []).append((v, h, p))
         def setter(l, edits):
             def fn(x):
@@ -220,13 +220,11 @@ def _patched_logits(model, ids, kind, src, variants, budget_mb=64.0, batched=Tru
                     else: x[r, pp, h] = src[l][:, pp, h]
                 return x
             return fn
-        lo = chunk[0][0] if reuse else 0
+        lo = min(v[0] for v in chunk) if reuse else 0
         x0 = own[f'resid_pre.{lo}'].repeat(len(chunk), 1, 1) if lo else None
         with _from_layer(model, lo, x0), hooks(model, {f'{kind}.{l}': setter(l, e) for l, e in by_layer.items()}):
             out.append(_last_logits(model, ids.repeat(len(chunk), 1)).view(len(chunk), N, -1))
-    res = torch.empty(len(variants), N, out[0].shape[-1])
-    res[order] = torch.cat(out)
-    return res
+    return torch.cat(out)
 
 def _paired(tok, clean, corrupt, fname):
     P = prompts(tok, clean, corrupt)
