@@ -152,15 +152,14 @@ def _from_layer(model, l, x):
         for i, b in enumerate(saved): blocks[i] = b
 
 @torch.no_grad()
-def _prefix_logits(model, ids, kind, src, variants, budget_mb=64.0):
+def _prefix_logits(model, ids, kind, src, variants, budget_mb, own):
     """`_patched_logits` for variants that each patch one position p > 0 at layer l. Nothing before p and nothing
     below l changes, so the tokens before p come from the own run's KV cache (computed once per p), block l's
-    input from the own run's residual stream, and only blocks l.. run, on tokens p.. ."""
+    input from the own run's residual stream (`own`: resid_pre.l of every patched layer l > 0), and only blocks
+    l.. run, on tokens p.. ."""
     N, T = ids.shape
     dev = next(_unwrap(model).parameters()).device
     out = torch.empty(len(variants), N, _unwrap(model).config.vocab_size)
-    low = {v[0] for v in variants} - {0}
-    own = cache(model, [f'resid_pre.{l}' for l in low], input_ids=ids) if low else {}
     groups, kv_p = {}, (None, None)
     for i, (l, h, p) in enumerate(variants): groups.setdefault((p, l), []).append(i)
     for (p, l), idx in sorted(groups.items()):
@@ -184,7 +183,7 @@ def _prefix_logits(model, ids, kind, src, variants, budget_mb=64.0):
     return out
 
 @torch.no_grad()
-def _patched_logits(model, ids, kind, src, variants, budget_mb=64.0, batched=True, reuse_prefix='auto'):
+def _patched_logits(model, ids, kind, src, variants, budget_mb=64.0, batched=True, reuse_prefix='auto', own=None):
     """Last-position logits [V, N, vocab] of `model` on `ids` [N, T], one block of rows per variant.
     A variant (layer, head|None, pos|None) writes `src[layer][:, pos, head]` into its rows (None: all).
     With `reuse_prefix` the own run's states are reused where a patch cannot change them: variants that patch
@@ -198,15 +197,17 @@ def _patched_logits(model, ids, kind, src, variants, budget_mb=64.0, batched=Tru
         pre = [i for i, v in enumerate(variants) if v[2] is not None and v[2] > 0]
         if pre:
             rest = sorted(set(range(len(variants))) - set(pre))
+            low = {v[0] for v in variants} - {0}               # the own run's residual stream, computed once
+            own = cache(model, [f'resid_pre.{l}' for l in low], input_ids=ids) if low else {}
             out = torch.empty(len(variants), ids.shape[0], _unwrap(model).config.vocab_size)
-            out[pre] = _prefix_logits(model, ids, kind, src, [variants[i] for i in pre], budget_mb)
-            if rest: out[rest] = _patched_logits(model, ids, kind, src, [variants[i] for i in rest], budget_mb, True, True)
+            out[pre] = _prefix_logits(model, ids, kind, src, [variants[i] for i in pre], budget_mb, own)
+            if rest: out[rest] = _patched_logits(model, ids, kind, src, [variants[i] for i in rest], budget_mb, True, True, own)
             return out
     N, T = ids.shape
     per = max(1, _rows_per_pass(model, T, budget_mb) // N) if batched else 1
     chunks = [variants[s:s + per] for s in range(0, len(variants), per)]   # variants come ordered by layer
     low = {min(v[0] for v in c) for c in chunks} - {0} if reuse else set()  # a chunk skips below its lowest layer
-    own = cache(model, [f'resid_pre.{l}' for l in low], input_ids=ids) if low else {}
+    if own is None: own = cache(model, [f'resid_pre.{l}' for l in low], input_ids=ids) if low else {}
     out = []
     for chunk in chunks:
         by_layer = {}
