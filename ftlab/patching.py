@@ -151,12 +151,24 @@ def _from_layer(model, l, x):
     finally:
         for i, b in enumerate(saved): blocks[i] = b
 
+@contextmanager
+def _last_token_mlp(model, on=True):
+    """The final block's MLP runs on the last token only; its output [rows, 1, d] broadcasts over the residual
+    add. The last position's logits, all a patching metric reads, are exact; the other positions' final
+    states are not (nothing reads them: the passes keep one logit position)."""
+    if not on: yield; return
+    a = arch(model)
+    mlp = _unwrap(model).get_submodule(a.blocks)[a.n_layers - 1].get_submodule(a.mlp)
+    h = mlp.register_forward_pre_hook(lambda m, args: (args[0][:, -1:],) + tuple(args[1:]))
+    try: yield
+    finally: h.remove()
+
 @torch.no_grad()
 def _prefix_logits(model, ids, kind, src, variants, budget_mb, own):
     """`_patched_logits` for variants that each patch one position p > 0 at layer l. Nothing before p and nothing
     below l changes, so the tokens before p come from the own run's KV cache (computed once per p), block l's
     input from the own run's residual stream (`own`: resid_pre.l of every patched layer l > 0), and only blocks
-    l.. run, on tokens p.. ."""
+    l.. run, on tokens p.. ; the final block's MLP runs on the last token only (`_last_token_mlp`)."""
     N, T = ids.shape
     dev = next(_unwrap(model).parameters()).device
     out = torch.empty(len(variants), N, _unwrap(model).config.vocab_size)
@@ -176,7 +188,7 @@ def _prefix_logits(model, ids, kind, src, variants, budget_mb, own):
                     else: x[v::V, 0, h] = src[l][:, p, h]
                 return x
             x0 = own[f'resid_pre.{l}'][:, p:].repeat_interleave(V, 0).to(dev) if l else None
-            with _from_layer(model, l, x0), hooks(model, {f'{kind}.{l}': fn}):
+            with _from_layer(model, l, x0), _last_token_mlp(model, kind != 'mlp_out'), hooks(model, {f'{kind}.{l}': fn}):
                 lg = model(input_ids=ids[:, p:].repeat_interleave(V, 0).to(dev), past_key_values=kv,
                            logits_to_keep=1).logits[:, -1].float().cpu()
             out[chunk] = lg.view(N, V, -1).transpose(0, 1)
@@ -223,7 +235,8 @@ def _patched_logits(model, ids, kind, src, variants, budget_mb=64.0, batched=Tru
             return fn
         lo = min(v[0] for v in chunk) if reuse else 0
         x0 = own[f'resid_pre.{lo}'].repeat(len(chunk), 1, 1) if lo else None
-        with _from_layer(model, lo, x0), hooks(model, {f'{kind}.{l}': setter(l, e) for l, e in by_layer.items()}):
+        with (_from_layer(model, lo, x0), _last_token_mlp(model, batched and kind != 'mlp_out'),
+              hooks(model, {f'{kind}.{l}': setter(l, e) for l, e in by_layer.items()})):
             out.append(_last_logits(model, ids.repeat(len(chunk), 1)).view(len(chunk), N, -1))
     return torch.cat(out)
 

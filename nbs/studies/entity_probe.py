@@ -5,7 +5,7 @@ example per row (padded, no packing), and prints the accuracy of `evaluate(model
 boxes, the standard prompt) every 250 steps as JSON lines. Options: --boxes lo,hi (training boxes);
 --mq 1 asks every box after the facts, in random order (several supervised queries per example);
 --factloss 0 keeps the facts out of the loss; --annot p writes `: <object>` after each fact label in a
-fraction p of the examples (those carry loss on the facts). Results: nbs/studies/data/entity_probe.jsonl,
+fraction p of the examples (those carry loss on the facts); --sep '' writes the object right after the label. Results: nbs/studies/data/entity_probe.jsonl,
 discussed in nbs/04_zoo.ipynb.
 
 Run:  OMP_WAIT_POLICY=ACTIVE .venv/bin/python nbs/studies/entity_probe.py --boxes 2,2 --factloss 0 --steps 3000
@@ -19,7 +19,7 @@ p.add_argument('--steps', type=int, default=1500); p.add_argument('--mq', type=i
 p.add_argument('--boxes', default='2,5')
 p.add_argument('--lr', type=float, default=3e-3); p.add_argument('--bs', type=int, default=64)
 p.add_argument('--hidden', type=int, default=128); p.add_argument('--layers', type=int, default=4)
-p.add_argument('--annot', type=float, default=0); p.add_argument('--factloss', type=int, default=1); p.add_argument('--tag', default='x')
+p.add_argument('--annot', type=float, default=0); p.add_argument('--sep', default=':'); p.add_argument('--factloss', type=int, default=1); p.add_argument('--tag', default='x')
 a = p.parse_args()
 torch.set_num_threads(2)
 model, tok = build_model('llama', 0, hidden=a.hidden, layers=a.layers, heads=4, kv_heads=2, intermediate=4*a.hidden, max_positions=256)
@@ -27,7 +27,7 @@ V = tok.get_vocab(); lo, hi = map(int, a.boxes.split(','))
 def example(rng):
     n = int(rng.integers(lo, hi + 1)); objs, labels = _pick(rng, OBJECTS, n), _pick(rng, LABELS, n)
     ann = rng.random() < a.annot
-    facts = ' , '.join(f'the {o} is in Box {l}' + (f' : {o}' if ann else '') for o, l in zip(objs, labels))
+    facts = ' , '.join(f'the {o} is in Box {l}' + ((f' {a.sep} {o}' if a.sep else f' {o}') if ann else '') for o, l in zip(objs, labels))
     ids = [tok.bos_token_id] + [V[w] for w in ('T' + facts[1:] + ' .').split()]
     lab = list(ids) if (a.factloss or ann) else [-100] * len(ids)
     order = rng.permutation(n) if a.mq else [int(rng.integers(n))]
