@@ -159,7 +159,10 @@ def _last_token_mlp(model, on=True):
     if not on: yield; return
     a = arch(model)
     mlp = _unwrap(model).get_submodule(a.blocks)[a.n_layers - 1].get_submodule(a.mlp)
-    h = mlp.register_forward_pre_hook(lambda m, args: (args[0][:, -1:],) + tuple(args[1:]))
+    def last(m, args, kwargs):
+        if args: return (args[0][:, -1:],) + tuple(args[1:]), kwargs
+        if 'hidden_states' in kwargs: return args, {**kwargs, 'hidden_states': kwargs['hidden_states'][:, -1:]}
+    h = mlp.register_forward_pre_hook(last, with_kwargs=True)
     try: yield
     finally: h.remove()
 
