@@ -203,7 +203,8 @@ def _patched_logits(model, ids, kind, src, variants, budget_mb=64.0, batched=Tru
     A variant (layer, head|None, pos|None) writes `src[layer][:, pos, head]` into its rows (None: all).
     With `reuse_prefix` the own run's states are reused where a patch cannot change them: variants that patch
     one position p > 0 start from the own run's KV cache at p, and every pass skips the blocks below its
-    lowest patched layer, whose output is the own run's residual stream ('auto': when the N·T tokens of one
+    lowest patched layer, whose output is the own run's residual stream (and in every batched pass the final
+    block's MLP runs on the last token only; 'auto': when the N·T tokens of one
     run are ≥ 128; below that a pass costs mostly call overhead and more, shorter passes lose more than they
     save, as measured by bench/patching.py)."""
     if reuse_prefix == 'auto': reuse_prefix = ids.numel() >= 128
