@@ -5,8 +5,8 @@ example per row (padded, no packing), and prints the accuracy of `evaluate(model
 boxes, the standard prompt) every 250 steps as JSON lines. Options: --boxes lo,hi (training boxes);
 --mq 1 asks every box after the facts, in random order (several supervised queries per example);
 --factloss 0 keeps the facts out of the loss; --annot p writes `: <object>` after each fact label in a
-fraction p of the examples (those carry loss on the facts); --sep '' writes the object right after the label. Results: nbs/studies/data/entity_probe.jsonl,
-discussed in nbs/04_zoo.ipynb.
+fraction p of the examples (those carry loss on the facts); --sep '' writes the object right after the
+label. Results: nbs/studies/data/entity_probe.jsonl, discussed in nbs/04_zoo.ipynb.
 
 Run:  OMP_WAIT_POLICY=ACTIVE .venv/bin/python nbs/studies/entity_probe.py --boxes 2,2 --factloss 0 --steps 3000
 """
@@ -27,7 +27,8 @@ V = tok.get_vocab(); lo, hi = map(int, a.boxes.split(','))
 def example(rng):
     n = int(rng.integers(lo, hi + 1)); objs, labels = _pick(rng, OBJECTS, n), _pick(rng, LABELS, n)
     ann = rng.random() < a.annot
-    facts = ' , '.join(f'the {o} is in Box {l}' + ((f' {a.sep} {o}' if a.sep else f' {o}') if ann else '') for o, l in zip(objs, labels))
+    sep = f' {a.sep}' if a.sep else ''
+    facts = ' , '.join(f'the {o} is in Box {l}' + (f'{sep} {o}' if ann else '') for o, l in zip(objs, labels))
     ids = [tok.bos_token_id] + [V[w] for w in ('T' + facts[1:] + ' .').split()]
     lab = list(ids) if (a.factloss or ann) else [-100] * len(ids)
     order = rng.permutation(n) if a.mq else [int(rng.integers(n))]
