@@ -13,7 +13,10 @@ What it measures
      - plain_ties: the same loop computing base + `peft.utils.merge_utils.ties([ft − base ...], ones, 0.2)` per
        tensor: TIES as a script would do it with PEFT (equal weights: PEFT's count mean = ftlab's weight mean);
      - ftlab task_arithmetic: `merge(base, fts, 'task_arithmetic', out=..., overwrite=True)`;
-     - ftlab ties: the same with `'ties', density=0.2` (trim='tensor', the default);
+     - ftlab ties: the same with `'ties', density=0.2` (trim='tensor', the default). On CPU this runs ftlab's numba
+       kernels; the first use in an install compiles them and caches them on disk. An untimed child does that
+       first (its time is printed), so the timed runs measure what every later process pays, numba's import and
+       the cache load (~0.4 s) included;
      - mergekit task_arithmetic and ties (same models, dtype float32), only if `import mergekit` works
        (a failing mergekit run is reported and left out).
      Each child imports torch, ftlab and transformers first (not timed: `import s` in the table), then times
@@ -216,6 +219,14 @@ def warm(root: Path, a):
                 while h.read(64 << 20): pass
     os.sync()
 
+def compile_kernels() -> dict:
+    "First use of ftlab's TIES kernels in this process: compiles and caches them, or loads the on-disk cache."
+    import torch
+    from ftlab.merge import ties, _kernels
+    t0 = time.perf_counter()
+    b = torch.randn(1 << 17); ties(b, [b + 0.01 * torch.randn(1 << 17)], torch.ones(1))
+    return dict(wall=time.perf_counter() - t0, numba=_kernels() is not None)
+
 def has_mergekit() -> bool:
     return subprocess.run([sys.executable, '-c', 'import mergekit'], capture_output=True).returncode == 0
 
@@ -232,7 +243,7 @@ def main():
     if a.gb is None: a.gb = 0.1 if a.quick else 1.0
     if a.child:
         root = Path(a.dir)
-        res = (make_models(root, a) if a.child == 'make' else verify(root) if a.child == 'verify' else
+        res = (make_models(root, a) if a.child == 'make' else compile_kernels() if a.child == 'compile' else verify(root) if a.child == 'verify' else
                verify(root, pair=('out_plain_ties', 'out_ties')) if a.child == 'verify_ties' else measure(a.child, root, a))
         print(json.dumps(res)); return
     made = not a.dir
@@ -249,6 +260,9 @@ def main():
               f"hidden {d['hidden']}, intermediate {d['inter']}, vocab {d['vocab']}; {info['tensors']} tensors in "
               f"{info['shards']} shards) to {a.dir} in {time.perf_counter() - t0:.0f} s", flush=True)
         if not mk: print('mergekit: not importable here, skipped (it is not an ftlab dependency)')
+        ck = child(a, '--child', 'compile')
+        print(f"ftlab TIES kernels: first use in a fresh process {ck['wall']:.2f} s (numba import; compile and disk cache "
+              f"if this install has none)" if ck['numba'] else 'numba not importable: ftlab ties takes the torch path', flush=True)
         res = {k: [] for k in kinds}
         for rep in range(a.repeat):
             for k in kinds:

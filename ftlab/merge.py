@@ -4,10 +4,11 @@
 
 # %% ../nbs/07_merge.ipynb 1
 from __future__ import annotations
-import copy, hashlib, inspect, json, math, os, shutil
+import copy, functools, hashlib, inspect, json, math, os, shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable
 import numpy as np, pandas as pd, torch
 import plotly.graph_objects as go
@@ -15,7 +16,7 @@ from .weights import open_weights, Weights, LoraWeights, ModelPair, WeightsError
 from .spectral import _write_dir
 
 # %% auto 0
-__all__ = ['METHODS', 'MERGEKIT_METHODS', 'MergeError', 'magnitude_prune', 'random_prune', 'outlier_prune', 'elect_sign',
+__all__ = ['FUSED', 'METHODS', 'MERGEKIT_METHODS', 'MergeError', 'magnitude_prune', 'random_prune', 'outlier_prune', 'elect_sign',
            'TensorCtx', 'MergeMethod', 'merge_method', 'methods_table', 'disjoint_merge', 'task_arithmetic',
            'magnitude_prune_merge', 'ties', 'dare_linear', 'dare_ties', 'breadcrumbs', 'breadcrumbs_ties', 'linear',
            'soup', 'model_stock', 'slerp', 'lines', 'wise_ft', 'SafetensorsWriter', 'tensor_seed', 'merge',
@@ -90,6 +91,130 @@ def elect_sign(deltas:torch.Tensor, # [models, ...] stacked task vectors
     return torch.where(s >= 0, 1.0, -1.0)
 
 # %% ../nbs/07_merge.ipynb 10
+FUSED = True          # TIES on CPU through the fused numba kernels when numba is installed (False: the torch path)
+_FUSED_MIN = 1 << 16  # smaller tensors take the torch path
+_prange = range       # numba.prange once the kernels are compiled
+
+def _k_hist(D, nt):
+    "Per model and thread, a histogram of the high 16 bits of |D[i]| (its int32 bits with the sign cleared)."
+    n, N = D.shape
+    ch = (N + nt - 1) // nt
+    h = np.zeros((n, nt, 32768), np.int64)
+    Di = D.view(np.int32)
+    for t in _prange(nt):
+        lo, hi = t * ch, min(N, (t + 1) * ch)
+        for i in range(n):
+            di, hh = Di[i], h[i, t]
+            for j in range(lo, hi): hh[(di[j] & 0x7fffffff) >> 16] += 1
+    return h
+
+def _k_gather(D, i, bin_, off, cand, idx):
+    "|D[i, j]| and j for the entries in bin `bin_`, in index order (thread t writes from off[t])."
+    nt, N = off.size, D.shape[1]
+    ch = (N + nt - 1) // nt
+    for t in _prange(nt):
+        lo, p = t * ch, off[t]
+        d = D[i, lo:min(N, lo + ch)]
+        di = d.view(np.int32)
+        for j in range(d.size):
+            if ((di[j] & 0x7fffffff) >> 16) == bin_:
+                cand[p] = abs(d[j]); idx[p] = lo + j; p += 1
+
+def _k_ties(b, D, thr, cut, w, lam, ref_weighted, count, norm, out, nt):
+    "out = b + lam·disjoint mean of the trimmed D (keep |x| > thr[i], and |x| == thr[i] before index cut[i])."
+    n, N = D.shape
+    B = 2048
+    nb = (N + B - 1) // B
+    per = (nb + nt - 1) // nt
+    for t in _prange(nt):
+        X = np.empty((n, B), np.float32)      # trimmed deltas of one block
+        s, num, den = np.empty(B, np.float32), np.empty(B, np.float32), np.empty(B, np.float32)
+        for blk in range(t * per, min(nb, (t + 1) * per)):
+            lo = blk * B
+            m = min(B, N - lo)
+            bb, oo = b[lo:lo + m], out[lo:lo + m]   # slices indexed by range(m): no wraparound checks, so LLVM vectorizes
+            s[:] = 0; num[:] = 0; den[:] = 0
+            for i in range(n):                 # trim, and the sum the sign is elected on
+                th, c, wi, d, xi = thr[i], cut[i] - lo, w[i], D[i, lo:lo + m], X[i]
+                for j in range(m):
+                    x = d[j]
+                    a = abs(x)
+                    xi[j] = np.float32(0.0) if (a < th) | ((a == th) & (j >= c)) else x
+                if count:
+                    for j in range(m):
+                        r = xi[j] * wi if ref_weighted else xi[j]
+                        s[j] += np.float32(1.0) if r > 0 else (np.float32(-1.0) if r < 0 else np.float32(0.0))
+                elif ref_weighted:
+                    for j in range(m): s[j] += xi[j] * wi
+                else:
+                    for j in range(m): s[j] += xi[j]
+            for i in range(n):                 # the disjoint sum of the entries that agree with the elected sign
+                wi, xi = w[i], X[i]
+                inc = wi if norm == 1 else np.float32(1.0)
+                for j in range(m):
+                    wx = xi[j] * wi
+                    r = wx if ref_weighted else xi[j]
+                    ok = (r > 0) if s[j] >= 0 else (r < 0)
+                    num[j] += wx if ok else np.float32(0.0)
+                    den[j] += inc if ok else np.float32(0.0)
+            if norm == 0:
+                for j in range(m): oo[j] = bb[j] + lam * num[j]
+            else:
+                for j in range(m):
+                    v = num[j]
+                    oo[j] = bb[j] + lam * (v / den[j] if den[j] != 0 else v)
+
+@functools.cache
+def _kernels():
+    "The compiled kernels, or None without numba. Cached on disk when this file is a module (not a notebook cell)."
+    global _prange
+    try: import numba
+    except ImportError: return None
+    _prange = numba.prange
+    jit = lambda f: numba.njit(parallel=True, cache=os.path.isfile(f.__code__.co_filename))(f)
+    return SimpleNamespace(numba=numba, hist=jit(_k_hist), gather=jit(_k_gather), ties=jit(_k_ties))
+
+def _fused_ok(tensors, consensus) -> bool:
+    return (FUSED and consensus in ('sum', 'count') and tensors[0].numel() >= _FUSED_MIN
+            and all(t.device.type == 'cpu' for t in tensors) and _kernels() is not None)
+
+def _cut_of(K, D, h, i, density) -> tuple:
+    "(thr, cut) for magnitude_prune(D[i], density): its k-th largest |τ| and, if equal values straddle it, the index of the first dropped one."
+    N = D.shape[1]
+    if density >= 1: return -np.inf, N
+    k = int(density * N)
+    if k <= 0: return np.inf, 0
+    above = np.cumsum(h[i].sum(0)[::-1])[::-1]                 # entries in bins ≥ b
+    b = int(np.nonzero(above >= k)[0].max())
+    top = int(above[b + 1]) if b + 1 < above.size else 0
+    per = h[i, :, b]
+    cand, idx = np.empty(int(per.sum()), np.float32), np.empty(int(per.sum()), np.int64)
+    K.gather(D, i, b, np.concatenate([[0], np.cumsum(per)[:-1]]).astype(np.int64), cand, idx)
+    r = cand.size - (k - top)
+    thr = np.partition(cand, r)[r]
+    n_gt, eq = top + int((cand > thr).sum()), idx[cand == thr]
+    return thr, (int(eq[k - n_gt]) if n_gt + eq.size > k else N)
+
+def _ties_fused(base, models, weights, dens, thresholds, lam, consensus, sign_weighted, normalize) -> torch.Tensor:
+    "`ties` through the kernels: trim per tensor (`dens`) or at whole-model `thresholds`; the torch path's bits."
+    K, nt = _kernels(), torch.get_num_threads()
+    K.numba.set_num_threads(max(1, min(nt, K.numba.config.NUMBA_NUM_THREADS)))
+    nt = K.numba.get_num_threads()
+    b = base.detach().float().reshape(-1)
+    D = torch.empty(len(models), b.numel())
+    for i, m in enumerate(models): torch.sub(m.detach().float().reshape(-1), b, out=D[i])
+    Dn, N = D.numpy(), b.numel()
+    if thresholds is None:
+        h = K.hist(Dn, nt)
+        cuts = [_cut_of(K, Dn, h, i, p) for i, p in enumerate(dens)]
+    else: cuts = [(t, N) if p < 1 else (-np.inf, N) for t, p in zip(thresholds, dens)]
+    out = torch.empty(N)
+    K.ties(b.numpy(), Dn, np.array([c[0] for c in cuts], np.float32), np.array([c[1] for c in cuts], np.int64),
+           weights.float().numpy(), np.float32(lam), sign_weighted, consensus == 'count',
+           {None: 0, 'weight': 1, 'count': 2}[normalize], out.numpy(), nt)
+    return out.view(base.shape)
+
+# %% ../nbs/07_merge.ipynb 12
 @dataclass
 class TensorCtx:
     "What a per-tensor merge function may need beyond the tensors."
@@ -135,7 +260,7 @@ def methods_table() -> pd.DataFrame:
                               needs_base=m.needs_base, models=f'{m.min_models}+' if m.max_models is None else str(m.max_models),
                               random=m.random, reference=m.reference) for m in METHODS.values()])
 
-# %% ../nbs/07_merge.ipynb 12
+# %% ../nbs/07_merge.ipynb 14
 def _per_model(x, n:int, what:str) -> list:
     xs = list(x) if isinstance(x, (list, tuple)) else [x] * n
     if len(xs) != n: raise MergeError(f'{what} has {len(xs)} values for {n} models; give one value or one per model.')
@@ -161,14 +286,17 @@ def _disjoint(wd, ref, wl, consensus, normalize, out):
         out.div_(div.masked_fill_(div == 0, 1.0))
     elif normalize == 'count': out.div_(keep.sum(0).clamp_(min=1))
 
+def _check_disjoint(consensus, normalize):
+    if consensus not in ('sum', 'count', None): raise MergeError(f"consensus={consensus!r}; valid: 'sum', 'count' or None.")
+    if normalize not in ('weight', 'count', None): raise MergeError(f"normalize={normalize!r}; valid: 'weight', 'count' or None.")
+
 def disjoint_merge(deltas:torch.Tensor|list, # [models, ...] (sparsified) task vectors, stacked or a list
                    weights:torch.Tensor, # [models]
                    consensus:str|None='sum', # sign election ('sum', 'count') or None: a plain weighted sum
                    sign_weighted:bool=True, # elect on wt·τt (mergekit) or on τt (paper, PEFT)
                    normalize:str|None='weight') -> torch.Tensor: # 'weight' (÷ Σ wt over kept), 'count' (÷ their number), None
     "Σ wt τt over the entries that agree with the elected sign, normalised; the heart of TIES."
-    if consensus not in ('sum', 'count', None): raise MergeError(f"consensus={consensus!r}; valid: 'sum', 'count' or None.")
-    if normalize not in ('weight', 'count', None): raise MergeError(f"normalize={normalize!r}; valid: 'weight', 'count' or None.")
+    _check_disjoint(consensus, normalize)
     wl, ds = [float(x) for x in weights.tolist()], [d.reshape(-1) for d in deltas]
     out = torch.empty_like(ds[0])
     for i in range(0, out.numel(), _CHUNK):          # elementwise, so chunks give the same bits with less memory traffic
@@ -205,20 +333,30 @@ def _ties_prepare(base, models, weights, names, ctxs, params):
     return dict(thresholds=[_model_threshold(lambda i=i: ((models[i][n].float() - base[n].float()) for n in names), d)
                             for i, d in enumerate(dens)])
 
-def _trim(deltas, density, trim, ctx):
-    dens = _per_model(density, len(deltas), 'density')
-    _check_density(dens)
-    if trim == 'tensor': return [magnitude_prune(d, p) for d, p in zip(deltas, dens)]
+def _trim_thresholds(trim, ctx):
+    "None for per-tensor trimming, the whole-model thresholds (one per model) for trim='model'."
+    if trim == 'tensor': return None
     if trim == 'model':
         th = (ctx.stats if ctx else {}).get('thresholds')
         if th is None: raise MergeError("trim='model' needs whole-model thresholds: call it through merge(), not per tensor.")
-        return [torch.where(d.abs() >= t, d, 0.0) if p < 1 else d for d, t, p in zip(deltas, th, dens)]
+        return th
     raise MergeError(f"trim={trim!r}; valid: 'tensor' (mergekit, PEFT) or 'model' (TIES paper).")
+
+def _trim(deltas, density, trim, ctx):
+    dens = _per_model(density, len(deltas), 'density')
+    _check_density(dens)
+    th = _trim_thresholds(trim, ctx)
+    if th is None: return [magnitude_prune(d, p) for d, p in zip(deltas, dens)]
+    return [d.masked_fill(d.abs() < t, 0.0) if p < 1 else d for d, t, p in zip(deltas, th, dens)]
 
 @merge_method('ties', 'Yadav et al. 2023, arXiv:2306.01708', per_model=('density',), prepare=_ties_prepare)
 def ties(base, models, weights, *, density=0.2, lam:float=1.0, trim:str='tensor', consensus:str='sum',
          sign_weighted:bool=True, normalize:str|None='weight', ctx=None):
     "Trim each τt to its top `density`, elect signs, disjoint mean: θ0 + λ τm."
+    if _fused_ok([base, *models], consensus):         # CPU: the fused kernels, same bits
+        dens = _per_model(density, len(models), 'density')
+        _check_density(dens); _check_disjoint(consensus, normalize)
+        return _ties_fused(base, models, weights, dens, _trim_thresholds(trim, ctx), lam, consensus, sign_weighted, normalize)
     d = _trim(_deltas(base, models), density, trim, ctx)
     return base.float() + lam * disjoint_merge(d, weights, consensus, sign_weighted, normalize)
 
@@ -258,7 +396,7 @@ def breadcrumbs_ties(base, models, weights, *, density=0.15, gamma=0.006, scope:
     d = _crumbs(base, models, density, gamma, scope)
     return base.float() + lam * disjoint_merge(d, weights, consensus, sign_weighted, normalize)
 
-# %% ../nbs/07_merge.ipynb 17
+# %% ../nbs/07_merge.ipynb 21
 @merge_method('linear', 'Wortsman et al. 2022 (model soups), arXiv:2203.05482', needs_base=False)
 def linear(base, models, weights, *, normalize:bool=True, ctx=None):
     "Σ wi θi / Σ wi (the base is not used)."
@@ -321,7 +459,7 @@ def wise_ft(base, models, weights, *, alpha:float=0.5, ctx=None):
     "(1 − α)·θ0 + α·θ1: weight-space ensembling of the base and one fine-tune."
     return (1 - alpha) * base.float() + alpha * models[0].float()
 
-# %% ../nbs/07_merge.ipynb 20
+# %% ../nbs/07_merge.ipynb 24
 _NBINS, _LO = 400 * 64, -200.0
 
 def _bins(x):
@@ -344,7 +482,7 @@ def _model_threshold(tensors:Callable, # returns a fresh iterator of float tenso
     vals = torch.cat([x.abs().reshape(-1)[(x.reshape(-1) != 0) & (_bins(x.reshape(-1)) == b)].double() for x in tensors()])
     return float(torch.topk(vals, need).values[-1])
 
-# %% ../nbs/07_merge.ipynb 23
+# %% ../nbs/07_merge.ipynb 27
 _ST_DTYPES = {torch.float32: 'F32', torch.float16: 'F16', torch.bfloat16: 'BF16', torch.float64: 'F64',
               torch.int64: 'I64', torch.int32: 'I32', torch.int16: 'I16', torch.int8: 'I8', torch.uint8: 'U8', torch.bool: 'BOOL'}
 
@@ -415,7 +553,7 @@ def _n_layers(config, names):
     ls = [int(m.group(1)) for k in names if (m := re.search(r'(?:^|\.)(?:h|layers)\.(\d+)\.', k))]
     return max(ls) + 1 if ls else 1
 
-# %% ../nbs/07_merge.ipynb 24
+# %% ../nbs/07_merge.ipynb 28
 def merge(base, # base: model dir, zoo name, nn.Module, dict, Run, Weights (None for linear/soup)
           models:list, # the models to merge: same kinds as `base`, or (base, adapter_dir) pairs
           method:str='task_arithmetic', # a name in METHODS (see `methods_table()`)
@@ -535,7 +673,7 @@ def _version():
     import ftlab
     return ftlab.__version__
 
-# %% ../nbs/07_merge.ipynb 36
+# %% ../nbs/07_merge.ipynb 40
 MERGEKIT_METHODS = ('linear', 'task_arithmetic', 'ties', 'dare_linear', 'dare_ties', 'breadcrumbs',
                     'breadcrumbs_ties', 'model_stock', 'slerp')
 _MK_GLOBAL = {'normalize', 'rescale', 'int8_mask', 'lambda', 't', 'filter_wise', 'weight', 'density', 'gamma'}
@@ -618,7 +756,7 @@ def read_mergekit(path:str|Path) -> MergeConfig:
 
 def _missing_t(path): raise MergeError(f'{path}: slerp needs parameters: t (0 = base_model, 1 = the other model).')
 
-# %% ../nbs/07_merge.ipynb 39
+# %% ../nbs/07_merge.ipynb 43
 def merge_adapters(base, # the base all adapters were trained on (dir, zoo name, nn.Module, Weights)
                    adapters:list, # peft LoRA adapter directories (or Runs)
                    method:str='task_arithmetic', weights:list|None=None,
@@ -688,7 +826,7 @@ def merge_adapters(base, # the base all adapters were trained on (dir, zoo name,
         (dd / 'ftlab_merge.json').write_text(json.dumps(record, indent=1))
     return _write_dir(out, write)
 
-# %% ../nbs/07_merge.ipynb 44
+# %% ../nbs/07_merge.ipynb 48
 def _spec_key(spec:dict) -> str: return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 class MergeStudy:
@@ -811,7 +949,7 @@ def greedy_soup(study:MergeStudy, # the ingredients are its fine-tunes
         log.append(dict(step=i, candidate=l, score=s, kept=kept))
     return soup_, pd.DataFrame(log)
 
-# %% ../nbs/07_merge.ipynb 46
+# %% ../nbs/07_merge.ipynb 50
 def task_bars(df:pd.DataFrame, # rows of MergeStudy.evaluate / individual (task, accuracy), a `label` column per bar group
               title:str='Accuracy per task', y:str='accuracy') -> go.Figure:
     "Grouped bars: accuracy (or `y`) per task for each label."
