@@ -195,13 +195,18 @@ def _cut_of(K, D, h, i, density) -> tuple:
     n_gt, eq = top + int((cand > thr).sum()), idx[cand == thr]
     return thr, (int(eq[k - n_gt]) if n_gt + eq.size > k else N)
 
-def _ties_fused(base, models, weights, dens, thresholds, lam, consensus, sign_weighted, normalize) -> torch.Tensor:
+def _ties_fused(base, models, weights, dens, thresholds, lam, consensus, sign_weighted, normalize, scratch=None) -> torch.Tensor:
     "`ties` through the kernels: trim per tensor (`dens`) or at whole-model `thresholds`; the torch path's bits."
     K, nt = _kernels(), torch.get_num_threads()
     K.numba.set_num_threads(max(1, min(nt, K.numba.config.NUMBA_NUM_THREADS)))
     nt = K.numba.get_num_threads()
     b = base.detach().float().reshape(-1)
-    D = torch.empty(len(models), b.numel())
+    need = len(models) * b.numel()
+    buf = (scratch or {}).get('ties_deltas')          # within one merge(), one buffer serves every tensor (no fresh pages each time)
+    if buf is None or buf.numel() < need:
+        buf = torch.empty(need)
+        if scratch is not None: scratch['ties_deltas'] = buf
+    D = buf[:need].view(len(models), b.numel())
     for i, m in enumerate(models): torch.sub(m.detach().float().reshape(-1), b, out=D[i])
     Dn, N = D.numpy(), b.numel()
     if thresholds is None:
@@ -223,6 +228,7 @@ class TensorCtx:
     n_layers: int = 1
     generator: torch.Generator|None = None  # seeded per (seed, name): random methods are reproducible and order-free
     stats: dict = field(default_factory=dict)  # whole-model statistics from the method's `prepare`
+    scratch: dict = field(default_factory=dict)  # buffers a method may reuse from tensor to tensor within one merge
 
 @dataclass(frozen=True)
 class MergeMethod:
@@ -356,7 +362,8 @@ def ties(base, models, weights, *, density=0.2, lam:float=1.0, trim:str='tensor'
     if _fused_ok([base, *models], consensus):         # CPU: the fused kernels, same bits
         dens = _per_model(density, len(models), 'density')
         _check_density(dens); _check_disjoint(consensus, normalize)
-        return _ties_fused(base, models, weights, dens, _trim_thresholds(trim, ctx), lam, consensus, sign_weighted, normalize)
+        return _ties_fused(base, models, weights, dens, _trim_thresholds(trim, ctx), lam, consensus, sign_weighted, normalize,
+                           ctx.scratch if ctx else None)
     d = _trim(_deltas(base, models), density, trim, ctx)
     return base.float() + lam * disjoint_merge(d, weights, consensus, sign_weighted, normalize)
 
@@ -593,12 +600,13 @@ def merge(base, # base: model dir, zoo name, nn.Module, dict, Run, Weights (None
     full = {**m.params, **params}
     stats = m.prepare(bw, srcs, w, names, ctxs, full) if m.prepare else {}
     odt = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    scratch = {}                                # per-merge buffers (TensorCtx.scratch), freed when merge returns
     def compute(n):
         b = bw[n] if bw is not None else None
         ts = [s[n] for s in srcs]
         like = b if b is not None else ts[0]
         if not like.is_floating_point(): return like           # integer buffers: the base's
-        c = ctxs[n]; c.stats = stats
+        c = ctxs[n]; c.stats, c.scratch = stats, scratch
         if m.random: c.generator = torch.Generator().manual_seed(tensor_seed(seed, n))
         r = m.fn(b, ts, w, ctx=c, **params)
         return r.to(odt or like.dtype)
@@ -673,7 +681,7 @@ def _version():
     import ftlab
     return ftlab.__version__
 
-# %% ../nbs/07_merge.ipynb 40
+# %% ../nbs/07_merge.ipynb 41
 MERGEKIT_METHODS = ('linear', 'task_arithmetic', 'ties', 'dare_linear', 'dare_ties', 'breadcrumbs',
                     'breadcrumbs_ties', 'model_stock', 'slerp')
 _MK_GLOBAL = {'normalize', 'rescale', 'int8_mask', 'lambda', 't', 'filter_wise', 'weight', 'density', 'gamma'}
@@ -756,7 +764,7 @@ def read_mergekit(path:str|Path) -> MergeConfig:
 
 def _missing_t(path): raise MergeError(f'{path}: slerp needs parameters: t (0 = base_model, 1 = the other model).')
 
-# %% ../nbs/07_merge.ipynb 43
+# %% ../nbs/07_merge.ipynb 44
 def merge_adapters(base, # the base all adapters were trained on (dir, zoo name, nn.Module, Weights)
                    adapters:list, # peft LoRA adapter directories (or Runs)
                    method:str='task_arithmetic', weights:list|None=None,
@@ -826,7 +834,7 @@ def merge_adapters(base, # the base all adapters were trained on (dir, zoo name,
         (dd / 'ftlab_merge.json').write_text(json.dumps(record, indent=1))
     return _write_dir(out, write)
 
-# %% ../nbs/07_merge.ipynb 48
+# %% ../nbs/07_merge.ipynb 49
 def _spec_key(spec:dict) -> str: return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 class MergeStudy:
@@ -949,7 +957,7 @@ def greedy_soup(study:MergeStudy, # the ingredients are its fine-tunes
         log.append(dict(step=i, candidate=l, score=s, kept=kept))
     return soup_, pd.DataFrame(log)
 
-# %% ../nbs/07_merge.ipynb 50
+# %% ../nbs/07_merge.ipynb 51
 def task_bars(df:pd.DataFrame, # rows of MergeStudy.evaluate / individual (task, accuracy), a `label` column per bar group
               title:str='Accuracy per task', y:str='accuracy') -> go.Figure:
     "Grouped bars: accuracy (or `y`) per task for each label."
