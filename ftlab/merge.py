@@ -197,9 +197,9 @@ def _cut_of(K, D, h, i, density) -> tuple:
 
 def _ties_fused(base, models, weights, dens, thresholds, lam, consensus, sign_weighted, normalize, scratch=None) -> torch.Tensor:
     "`ties` through the kernels: trim per tensor (`dens`) or at whole-model `thresholds`; the torch path's bits."
-    K, nt = _kernels(), torch.get_num_threads()
-    K.numba.set_num_threads(max(1, min(nt, K.numba.config.NUMBA_NUM_THREADS)))
-    nt = K.numba.get_num_threads()
+    K = _kernels()
+    nt = max(1, min(torch.get_num_threads(), K.numba.config.NUMBA_NUM_THREADS))   # torch's thread count, as numba allows
+    K.numba.set_num_threads(nt)
     b = base.detach().float().reshape(-1)
     need = len(models) * b.numel()
     buf = (scratch or {}).get('ties_deltas')          # within one merge(), one buffer serves every tensor (no fresh pages each time)
