@@ -4,7 +4,8 @@
 
 # %% ../nbs/04b_spectral.ipynb 1
 from __future__ import annotations
-import hashlib, json, math, os, shutil
+import json, math, os, shutil
+import xxhash
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
@@ -53,9 +54,9 @@ def as_linear(name:str, t:torch.Tensor, config) -> torch.Tensor:
 
 # %% ../nbs/04b_spectral.ipynb 10
 def content_key(t:torch.Tensor) -> str:
-    "A hash of a tensor's dtype, shape and bytes."
+    "A 128-bit hash (xxh3) of a tensor's dtype, shape and bytes."
     a = t.detach().contiguous().cpu()
-    h = hashlib.blake2b(f'{a.dtype}{tuple(a.shape)}'.encode(), digest_size=16)
+    h = xxhash.xxh3_128(f'{a.dtype}{tuple(a.shape)}'.encode())
     h.update(a.reshape(-1).view(torch.uint8).numpy().data)
     return h.hexdigest()
 
@@ -105,6 +106,15 @@ def _full(W, k):
     U, S, Vh = _svd(W)
     return U[:, :k], S[:k], Vh[:k], 'full'
 
+_F64 = {}
+def _f64(A:torch.Tensor) -> torch.Tensor:
+    "A float64 copy of `A` in a buffer kept per shape (fresh pages for every matrix cost more than the copy)."
+    buf = _F64.get(A.shape)
+    if buf is None:
+        if len(_F64) > 8: _F64.clear()
+        buf = _F64[A.shape] = torch.empty(A.shape, dtype=torch.float64)
+    return buf.copy_(A)
+
 def _gaps(S):
     "Distance of each of S[:-1] to its nearest neighbour in S (S sorted descending)."
     d = -S.diff()
@@ -143,7 +153,7 @@ def top_svd(W:torch.Tensor, # float32 [m, n]
             stalled = it >= 6 and est > prev / 2
             if est < tol or stalled:
                 # certify against W itself in float64; if float32 rounding stalled the estimate, redo Rayleigh–Ritz in float64
-                A64 = A.double()
+                A64 = _f64(A)
                 if stalled:
                     Q64 = torch.linalg.qr(X.double()).Q
                     Ub, s, Vh = torch.linalg.svd(Q64.T @ A64, full_matrices=False)
@@ -235,20 +245,22 @@ def intruders(pair, # `ModelPair`, or (base, fine-tune): anything `open_weights`
     rows, info, cos, errors = [], [], {}, []
     for m in tqdm(mats.itertuples(), total=len(mats), desc='intruders', disable=not progress):
         W0, Wt = as_linear(m.name, pair.base[m.name], config), as_linear(m.name, pair.ft[m.name], config)
-        bad = [w for w, x in (('base', W0), ('fine-tune', Wt)) if not torch.isfinite(x).all()]
-        if bad:
-            errors.append(dict(layer=m.layer, module=m.module, name=m.name, problem=f'NaN/inf in the {" and ".join(bad)} matrix'))
-            continue
-        U0, S0 = cache.get(W0)
         dW = Wt - W0
-        if not dW.any(): U, S, how = U0[:, :k], S0[:k], 'unchanged'
+        n0, nd = float(W0.norm()), float(dW.norm())     # finite norms: both matrices are finite (cheaper than isfinite)
+        if not math.isfinite(n0 + nd):
+            bad = [w for w, x in (('base', W0), ('fine-tune', Wt)) if not torch.isfinite(x).all()]
+            if bad:
+                errors.append(dict(layer=m.layer, module=m.module, name=m.name, problem=f'NaN/inf in the {" and ".join(bad)} matrix'))
+                continue
+        U0, S0 = cache.get(W0)
+        if nd == 0 and not dW.any(): U, S, how = U0[:, :k], S0[:k], 'unchanged'   # (a norm can underflow)
         elif method == 'full': U, S, _, how = _full(Wt, k)
         else: U, S, _, how = top_svd(Wt, k, U0, dW)
         M = (U.T @ U0).abs()
         s, best = M.max(1)
         if keep_cos: cos[m.name] = M.half()
         info.append(dict(layer=m.layer, module=m.module, name=m.name, shape=m.shape,
-                         rel_update=float(dW.norm() / W0.norm()), how=how))
+                         rel_update=nd / n0, how=how))
         rows += [dict(layer=m.layer, module=m.module, name=m.name, j=j + 1, sigma=float(S[j]), s=float(s[j]),
                       best_base=int(best[j]) + 1) for j in range(k)]
     cols = ['layer', 'module', 'name', 'j', 'sigma', 's', 'best_base']
