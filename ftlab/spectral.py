@@ -106,15 +106,6 @@ def _full(W, k):
     U, S, Vh = _svd(W)
     return U[:, :k], S[:k], Vh[:k], 'full'
 
-_F64 = {}
-def _f64(A:torch.Tensor) -> torch.Tensor:
-    "A float64 copy of `A` in a buffer kept per shape (fresh pages for every matrix cost more than the copy)."
-    buf = _F64.get(A.shape)
-    if buf is None:
-        if len(_F64) > 8: _F64.clear()
-        buf = _F64[A.shape] = torch.empty(A.shape, dtype=torch.float64)
-    return buf.copy_(A)
-
 def _gaps(S):
     "Distance of each of S[:-1] to its nearest neighbour in S (S sorted descending)."
     d = -S.diff()
@@ -153,7 +144,7 @@ def top_svd(W:torch.Tensor, # float32 [m, n]
             stalled = it >= 6 and est > prev / 2
             if est < tol or stalled:
                 # certify against W itself in float64; if float32 rounding stalled the estimate, redo Rayleigh–Ritz in float64
-                A64 = _f64(A)
+                A64 = A.double()
                 if stalled:
                     Q64 = torch.linalg.qr(X.double()).Q
                     Ub, s, Vh = torch.linalg.svd(Q64.T @ A64, full_matrices=False)
@@ -260,7 +251,7 @@ def intruders(pair, # `ModelPair`, or (base, fine-tune): anything `open_weights`
         s, best = M.max(1)
         if keep_cos: cos[m.name] = M.half()
         info.append(dict(layer=m.layer, module=m.module, name=m.name, shape=m.shape,
-                         rel_update=nd / n0, how=how))
+                         rel_update=nd / n0 if n0 else math.nan if nd == 0 else math.inf, how=how))
         rows += [dict(layer=m.layer, module=m.module, name=m.name, j=j + 1, sigma=float(S[j]), s=float(s[j]),
                       best_base=int(best[j]) + 1) for j in range(k)]
     cols = ['layer', 'module', 'name', 'j', 'sigma', 's', 'best_base']
