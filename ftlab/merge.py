@@ -348,10 +348,8 @@ def _trim_thresholds(trim, ctx):
         return th
     raise MergeError(f"trim={trim!r}; valid: 'tensor' (mergekit, PEFT) or 'model' (TIES paper).")
 
-def _trim(deltas, density, trim, ctx):
-    dens = _per_model(density, len(deltas), 'density')
-    _check_density(dens)
-    th = _trim_thresholds(trim, ctx)
+def _trim(deltas, dens, th):
+    "Each τt trimmed to its top dens[t]: per tensor, or at the whole-model thresholds `th` (`_trim_thresholds`)."
     if th is None: return [magnitude_prune(d, p) for d, p in zip(deltas, dens)]
     return [d.masked_fill(d.abs() < t, 0.0) if p < 1 else d for d, t, p in zip(deltas, th, dens)]
 
@@ -359,12 +357,12 @@ def _trim(deltas, density, trim, ctx):
 def ties(base, models, weights, *, density=0.2, lam:float=1.0, trim:str='tensor', consensus:str='sum',
          sign_weighted:bool=True, normalize:str|None='weight', ctx=None):
     "Trim each τt to its top `density`, elect signs, disjoint mean: θ0 + λ τm."
+    dens = _per_model(density, len(models), 'density'); _check_density(dens)
+    th = _trim_thresholds(trim, ctx)
     if _fused_ok([base, *models], consensus):         # CPU: the fused kernels, same bits
-        dens = _per_model(density, len(models), 'density')
-        _check_density(dens); _check_disjoint(consensus, normalize)
-        return _ties_fused(base, models, weights, dens, _trim_thresholds(trim, ctx), lam, consensus, sign_weighted, normalize,
-                           ctx.scratch if ctx else None)
-    d = _trim(_deltas(base, models), density, trim, ctx)
+        _check_disjoint(consensus, normalize)
+        return _ties_fused(base, models, weights, dens, th, lam, consensus, sign_weighted, normalize, ctx.scratch if ctx else None)
+    d = _trim(_deltas(base, models), dens, th)
     return base.float() + lam * disjoint_merge(d, weights, consensus, sign_weighted, normalize)
 
 def _dare(base, models, density, rescale, ctx):
