@@ -169,7 +169,7 @@ def _last_token_mlp(model, on=True):
 @torch.no_grad()
 def _prefix_logits(model, ids, kind, src, variants, budget_mb, own):
     """`_patched_logits` for variants that each patch one position p > 0 at layer l. Nothing before p and nothing
-    below l changes, so the tokens before p come from the own run's KV cache (computed once per p), block l's
+    below l changes, so the tokens before p come from the own run's KV cache (one run, cut to p), block l's
     input from the own run's residual stream (`own`: resid_pre.l of every patched layer l > 0), and only blocks
     l.. run, on tokens p.. ; the final block's MLP runs on the last token only (`_last_token_mlp`)."""
     N, T = ids.shape
@@ -177,8 +177,10 @@ def _prefix_logits(model, ids, kind, src, variants, budget_mb, own):
     out = torch.empty(len(variants), N, _unwrap(model).config.vocab_size)
     groups, kv_p = {}, (None, None)
     for i, (l, h, p) in enumerate(variants): groups.setdefault((p, l), []).append(i)
+    full = model(input_ids=ids[:, :max(groups)[0]].to(dev), use_cache=True, logits_to_keep=1).past_key_values
     for (p, l), idx in sorted(groups.items()):
-        if kv_p[0] != p: kv_p = (p, model(input_ids=ids[:, :p].to(dev), use_cache=True).past_key_values)
+        if kv_p[0] != p:       # the cache of tokens < p: `crop` with a negative count removes tokens from the end
+            kv_p = (p, copy.deepcopy(full)); kv_p[1].crop(p - kv_p[1].get_seq_length())
         per = max(1, _rows_per_pass(model, T - p, budget_mb) // N)
         for s in range(0, len(idx), per):
             chunk = idx[s:s + per]; V = len(chunk)
@@ -274,6 +276,16 @@ def _frame(variants, kind, tokens, **cols):
     return df
 
 # %% ../nbs/09_patching.ipynb 15
+@torch.no_grad()
+def _changing(model, ids, kind, src, variants):
+    """Indices of the `variants` whose patch changes the run on `ids`: the source activation differs from the
+    own run's somewhere in the patched slice. The others write back what is already there (bit for bit)."""
+    mine = cache(model, sorted({f'{kind}.{l}' for l, _, _ in variants}), input_ids=ids)
+    def differs(l, h, p):
+        sl = (slice(None), slice(None) if p is None else p) + (() if h is None else (h,))
+        return not torch.equal(src[l][sl], mine[f'{kind}.{l}'][sl].to(src[l].device))
+    return [i for i, v in enumerate(variants) if differs(*v)]
+
 def act_patch(model, tok, clean, corrupt=None, # DataFrames (prompt, answer) or pairs, aligned; or a `Prompts`
               component:str='resid_pre', # resid_pre, attn_out, mlp_out, head_out, q, k or v
               metric='logit_diff', # a name in METRICS or a callable
@@ -284,10 +296,14 @@ def act_patch(model, tok, clean, corrupt=None, # DataFrames (prompt, answer) or 
               budget_mb:float=64.0, # rough activation memory of one forward pass; variants are chunked to it
               batched:bool=True, # False: one forward pass per variant (the serial reference)
               reuse_prefix='auto', # reuse the own run: its KV cache before a patched position p, its residual stream below the patched layer (True, False, 'auto')
+              skip_identical:bool=True, # batched: do not run variants whose source activation equals the own run's bit for bit
              ) -> pd.DataFrame:
     """Patch `component` per (layer[, head][, position]) from one run into the other. One row per variant:
     `value` is the mean metric of the patched run, `score` = (value − own) / (source − own), the fraction
-    of the way from the patched run's own value to the source run's (1: the patch carries the whole effect)."""
+    of the way from the patched run's own value to the source run's (1: the patch carries the whole effect).
+    A variant whose source activation equals the own run's (e.g. every position before the first token
+    where clean and corrupt prompts differ) cannot change the run: with `skip_identical` it is not run, its
+    value is the own run's and `df.attrs['skipped']` counts such variants."""
     P = _paired(tok, clean, corrupt, 'act_patch')
     layers, own, srcids, names = _setup(model, P, component, layers, direction)
     with torch.no_grad():
@@ -298,15 +314,18 @@ def act_patch(model, tok, clean, corrupt=None, # DataFrames (prompt, answer) or 
         raise PatchError(f'The clean and corrupt runs give the same {metric} ({m_src:.4g}): there is no effect to '
                          f'patch. Check that the corrupt prompts change the answer.')
     var = _variants(model, component, layers, _positions(P.clean.shape[1], positions), per_position)
-    vals = _metric(metric, _patched_logits(model, own, component, src, var, budget_mb, batched, reuse_prefix),
-                   P.ans, P.corrupt_ans).mean(-1)
+    live = _changing(model, own, component, src, var) if batched and skip_identical else list(range(len(var)))
+    vals = torch.full((len(var),), m_own)
+    if live:
+        vals[live] = _metric(metric, _patched_logits(model, own, component, src, [var[i] for i in live], budget_mb,
+                                                     batched, reuse_prefix), P.ans, P.corrupt_ans).mean(-1)
     df = _frame(var, component, P.tokens, value=vals.numpy())
     df['score'] = (df.value - m_own) / (m_src - m_own)
-    df.attrs.update(metric=str(metric), direction=direction, clean_value=m_src if direction == 'denoise' else m_own,
+    df.attrs.update(metric=str(metric), direction=direction, skipped=len(var) - len(live), clean_value=m_src if direction == 'denoise' else m_own,
                     corrupt_value=m_own if direction == 'denoise' else m_src)
     return df
 
-# %% ../nbs/09_patching.ipynb 23
+# %% ../nbs/09_patching.ipynb 25
 def patch_heatmap(df:pd.DataFrame, # a result of act_patch, attr_patch or path_patch
                   value:str='score', title:str|None=None) -> go.Figure:
     "Layer × position (or layer × head) heatmap of a patching result; diverging colours centred on 0."
@@ -331,7 +350,7 @@ def patch_heatmap(df:pd.DataFrame, # a result of act_patch, attr_patch or path_p
                       height=260 + 18 * len(z.index), margin=dict(l=60, r=20, t=50, b=60))
     return fig
 
-# %% ../nbs/09_patching.ipynb 26
+# %% ../nbs/09_patching.ipynb 28
 def attr_patch(model, tok, clean, corrupt=None, component:str='resid_pre', metric='logit_diff',
                layers=None, per_position:bool=False, direction:str='denoise') -> pd.DataFrame:
     "Attribution patching: the linear estimate of `act_patch`'s `score` for every variant, from one backward pass."
@@ -378,7 +397,7 @@ def agreement(a:pd.DataFrame, b:pd.DataFrame, value:str='score', k:int=5) -> dic
                 spearman=float(j[value + '_a'].rank().corr(j[value + '_b'].rank())),
                 topk_overlap=len(top(j[value + '_a']) & top(j[value + '_b'])) / min(k, len(j)))
 
-# %% ../nbs/09_patching.ipynb 30
+# %% ../nbs/09_patching.ipynb 32
 def _parse_receivers(model, receivers):
     if receivers == 'logits': return 'logits'
     a, out = arch(model), []
@@ -451,7 +470,7 @@ def top_heads(df:pd.DataFrame, k:int=5, most:str='negative') -> list[tuple[int, 
     d = df.loc[s.sort_values().index[:k]]
     return [(int(l), int(h)) for l, h in zip(d.layer, d['head'])]
 
-# %% ../nbs/09_patching.ipynb 34
+# %% ../nbs/09_patching.ipynb 36
 @torch.no_grad()
 def faithfulness(model, tok, data, # DataFrame (prompt, answer) or pairs, one token length
                  circuit, # [(layer, head), ...]
@@ -475,7 +494,7 @@ def faithfulness(model, tok, data, # DataFrame (prompt, answer) or pairs, one to
         circ = _metric('acc', _last_logits(model, P.clean), P.ans).mean().item()
     return dict(heads=len(keep), full=full, circuit=circ, faithfulness=circ / full if full else float('nan'))
 
-# %% ../nbs/09_patching.ipynb 37
+# %% ../nbs/09_patching.ipynb 39
 def _same_arch(s, t):
     a, b = arch(s), arch(t)
     diff = [f'{f}: {getattr(a, f)} vs {getattr(b, f)}' for f in ('family', 'n_layers', 'n_heads', 'n_kv_heads', 'd_head', 'd_model')
@@ -534,7 +553,7 @@ def cmap(source, target, tok, data, # DataFrame (prompt, answer) or pairs
     df.attrs.update(metric=str(metric))
     return df
 
-# %% ../nbs/09_patching.ipynb 41
+# %% ../nbs/09_patching.ipynb 43
 def dcm(model, tok, base, source, # aligned DataFrames (prompt, answer) / pairs: the base prompts, and the source prompts
         target, # the answer each base prompt should get when the desideratum is transferred (strings or token ids)
         heads=None, # [(layer, head), ...] the group to mask (default all heads)
@@ -583,7 +602,7 @@ def dcm(model, tok, base, source, # aligned DataFrames (prompt, answer) / pairs:
     df.attrs.update(val_acc=best_acc, log=pd.DataFrame(log))
     return df
 
-# %% ../nbs/09_patching.ipynb 45
+# %% ../nbs/09_patching.ipynb 47
 @torch.no_grad()
 def tuco(base, ft, tok, data, # DataFrame (prompt, answer) or pairs, or a list of prompts
         ) -> pd.DataFrame:
@@ -613,7 +632,7 @@ def tuco(base, ft, tok, data, # DataFrame (prompt, answer) or pairs, or a list o
                                               ftc=ftc.norm(dim=-1).mean(1).numpy()))
     return df
 
-# %% ../nbs/09_patching.ipynb 48
+# %% ../nbs/09_patching.ipynb 50
 @contextmanager
 def ftc_scaled(base, ft, alpha:float):
     "Inside the `with` block, every block of `ft` adds α × its fine-tuning component (TuCo's FTC) instead of 1 ×."
@@ -650,7 +669,7 @@ def ftc_steer(base, ft, tok, tasks, # task names / Tasks / DataFrames (prompt, a
                 rows.append(dict(alpha=float(al), task=s.task, split=s.split, n=int(s.n), accuracy=s.accuracy, logprob=s.logprob))
     return pd.DataFrame(rows)
 
-# %% ../nbs/09_patching.ipynb 52
+# %% ../nbs/09_patching.ipynb 54
 @torch.no_grad()
 def attention_pattern(model, tok, prompt, # a prompt string, or its token ids [T]
                       layer:int) -> torch.Tensor:
@@ -675,7 +694,7 @@ def pattern_figure(A:torch.Tensor, # [query, key] weights of one head
     return fig.update_layout(title=title, xaxis_title='key', yaxis=dict(title='query', autorange='reversed'),
                              height=300 + 12 * len(lab), margin=dict(l=90, r=20, t=50, b=90))
 
-# %% ../nbs/09_patching.ipynb 56
+# %% ../nbs/09_patching.ipynb 58
 def patch_widget(model, tok, clean, corrupt=None, # aligned prompts, as for `act_patch`
                  components=('resid_pre', 'attn_out', 'mlp_out'), metrics=('logit_diff', 'logprob', 'prob'),
                  direction:str='denoise'):
