@@ -61,6 +61,8 @@ class ZooSpec:
     ckpt_every: int = 250
     answer_only: tuple = ()  # tasks whose examples add only their answer tokens to the loss
     weights: dict = field(default_factory=dict)  # task -> sampling weight (default 1 each)
+    hints: tuple = ()  # tasks whose examples carry binding hints (`pack_batch`), for the first `hints_until` of the steps
+    hints_until: float = 0.8
 
 SPECS = {
     'llama': ZooSpec('llama', 'llama', dict(hidden=128, layers=4, heads=4, kv_heads=2, intermediate=512), steps=8000),
@@ -69,14 +71,26 @@ SPECS = {
 ZOO_DIR = Path(__file__).parent / 'zoo_models' if '__file__' in globals() else None
 
 # %% ../nbs/04_zoo.ipynb 12
+def _entity_hints(P, A, lab, vocab):
+    """Binding hints for one entity example `P` (prompt ids) with answer `A`, written into its labels `lab`: the
+    position of each fact's label (`Box C`) is trained to predict that fact's object instead of the next token,
+    and the query's label position the answer instead of `contains`."""
+    box, ends = vocab['Box'], (vocab[','], vocab['.'])
+    for i in range(1, len(P) - 1):
+        if P[i - 1] == box and P[i + 1] in ends: lab[i + 1] = P[i - 4]   # 'the X is in Box L': X is 4 back
+    lab[len(P) - 2] = A[0]                                                 # '... Box Lq contains the'
+
 def pack_batch(tok, rng:np.random.Generator, tasks=PRETRAIN_TASKS, batch_size:int=32, seq_len:int=128,
                answer_only=(), # tasks whose prompt tokens get label -100 (no loss)
                weights:dict|None=None, # task -> sampling weight (default: uniform)
+               hints=(), # tasks whose examples carry binding hints (only 'entity' has them)
               ) -> tuple[torch.Tensor, torch.Tensor]:
     "`(input_ids, labels)`, each [batch_size, seq_len]: examples `<bos> prompt answer <eos>` packed end to end."
     vocab, need, ids, labels = tok.get_vocab(), batch_size * seq_len, [], []
     bad = set(answer_only) - set(tasks) | set(weights or {}) - set(tasks)
     if bad: raise ValueError(f"answer_only/weights name tasks {sorted(bad)} that are not in the mixture {list(tasks)}.")
+    if set(hints) - {'entity'} or set(hints) - set(tasks):
+        raise ValueError(f"hints={list(hints)}: binding hints exist for 'entity' only, and it must be in the mixture {list(tasks)}.")
     ts = [get_task(t) for t in tasks]
     w = np.array([float((weights or {}).get(t, 1.0)) for t in tasks])
     p = w / w.sum() if weights else None   # uniform: the integer draw, as the committed zoo was trained
@@ -86,7 +100,9 @@ def pack_batch(tok, rng:np.random.Generator, tasks=PRETRAIN_TASKS, batch_size:in
         P = [tok.bos_token_id] + [vocab[w] for w in pr.split()]
         A = [vocab[w] for w in a.split()] + [tok.eos_token_id]
         ids += P + A
-        labels += ([-100] * len(P) if tasks[i] in answer_only else P) + A
+        lab = [-100] * len(P) if tasks[i] in answer_only else list(P)
+        if tasks[i] in hints: _entity_hints(P, A, lab, vocab)
+        labels += lab + A
     return torch.tensor(ids[:need]).view(batch_size, seq_len), torch.tensor(labels[:need]).view(batch_size, seq_len)
 
 # %% ../nbs/04_zoo.ipynb 14
@@ -134,7 +150,8 @@ def pretrain(spec:ZooSpec, out:str|Path, # output HF model directory (written at
     for step in bar:
         model.train()
         batch, labels = pack_batch(tok, np.random.default_rng(_seed(spec.name, spec.seed, step)), spec.tasks,
-                                   spec.batch_size, spec.seq_len, spec.answer_only, spec.weights)
+                                   spec.batch_size, spec.seq_len, spec.answer_only, spec.weights,
+                                   spec.hints if step < spec.hints_until * spec.steps else ())
         loss = model(input_ids=batch, labels=labels).loss
         if not torch.isfinite(loss): raise FloatingPointError(f'Loss became {loss.item()} at step {step}; '
                                                               f'lower ZooSpec.lr (now {spec.lr}).')
@@ -172,6 +189,8 @@ def _finish(model, tok, spec, work, out):
 def _loss_note(spec):
     ao, w = spec.get('answer_only') or [], spec.get('weights') or {}
     note = f", except the prompts of {', '.join(ao)} (answers only)" if ao else ''
+    h = spec.get('hints') or []
+    note += f"; binding hints on {', '.join(h)} for the first {spec.get('hints_until', 0.8):.0%} of the steps" if h else ''
     return note + (f"; sampling weights {', '.join(f'{t} {v:g}' for t, v in w.items())} (others 1)" if w else '')
 
 def model_card(d:str|Path) -> str:
