@@ -216,7 +216,7 @@ def _patched_logits(model, ids, kind, src, variants, budget_mb=64.0, batched=Tru
         if pre:
             rest = sorted(set(range(len(variants))) - set(pre))
             low = {v[0] for v in variants} - {0}               # the own run's residual stream, computed once
-            own = cache(model, [f'resid_pre.{l}' for l in low], input_ids=ids) if low else {}
+            if own is None: own = cache(model, [f'resid_pre.{l}' for l in low], input_ids=ids) if low else {}
             out = torch.empty(len(variants), ids.shape[0], _unwrap(model).config.vocab_size)
             out[pre] = _prefix_logits(model, ids, kind, src, [variants[i] for i in pre], budget_mb, own)
             if rest: out[rest] = _patched_logits(model, ids, kind, src, [variants[i] for i in rest], budget_mb, True, True, own)
@@ -278,13 +278,14 @@ def _frame(variants, kind, tokens, **cols):
 # %% ../nbs/09_patching.ipynb 15
 @torch.no_grad()
 def _changing(model, ids, kind, src, variants):
-    """Indices of the `variants` whose patch changes the run on `ids`: the source activation differs from the
-    own run's somewhere in the patched slice. The others write back what is already there (bit for bit)."""
+    """Indices of the `variants` whose patch changes the run on `ids` (the source activation differs from the
+    own run's somewhere in the patched slice; the others write back what is already there, bit for bit), and
+    the own run's activations that decided it."""
     mine = cache(model, sorted({f'{kind}.{l}' for l, _, _ in variants}), input_ids=ids)
     def differs(l, h, p):
         sl = (slice(None), slice(None) if p is None else p) + (() if h is None else (h,))
         return not torch.equal(src[l][sl], mine[f'{kind}.{l}'][sl].to(src[l].device))
-    return [i for i, v in enumerate(variants) if differs(*v)]
+    return [i for i, v in enumerate(variants) if differs(*v)], mine
 
 def act_patch(model, tok, clean, corrupt=None, # DataFrames (prompt, answer) or pairs, aligned; or a `Prompts`
               component:str='resid_pre', # resid_pre, attn_out, mlp_out, head_out, q, k or v
@@ -314,11 +315,12 @@ def act_patch(model, tok, clean, corrupt=None, # DataFrames (prompt, answer) or 
         raise PatchError(f'The clean and corrupt runs give the same {metric} ({m_src:.4g}): there is no effect to '
                          f'patch. Check that the corrupt prompts change the answer.')
     var = _variants(model, component, layers, _positions(P.clean.shape[1], positions), per_position)
-    live = _changing(model, own, component, src, var) if batched and skip_identical else list(range(len(var)))
+    live, mine = _changing(model, own, component, src, var) if batched and skip_identical else (list(range(len(var))), None)
     vals = torch.full((len(var),), m_own)
     if live:
-        vals[live] = _metric(metric, _patched_logits(model, own, component, src, [var[i] for i in live], budget_mb,
-                                                     batched, reuse_prefix), P.ans, P.corrupt_ans).mean(-1)
+        lg = _patched_logits(model, own, component, src, [var[i] for i in live], budget_mb, batched, reuse_prefix,
+                             mine if component == 'resid_pre' else None)      # the own residual stream, cached once
+        vals[live] = _metric(metric, lg, P.ans, P.corrupt_ans).mean(-1)
     df = _frame(var, component, P.tokens, value=vals.numpy())
     df['score'] = (df.value - m_own) / (m_src - m_own)
     df.attrs.update(metric=str(metric), direction=direction, skipped=len(var) - len(live), clean_value=m_src if direction == 'denoise' else m_own,
