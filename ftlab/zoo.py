@@ -71,14 +71,14 @@ SPECS = {
 ZOO_DIR = Path(__file__).parent / 'zoo_models' if '__file__' in globals() else None
 
 # %% ../nbs/04_zoo.ipynb 12
-def _entity_hints(P, A, lab, vocab):
-    """Binding hints for one entity example `P` (prompt ids) with answer `A`, written into its labels `lab`: the
-    position of each fact's label (`Box C`) is trained to predict that fact's object instead of the next token,
-    and the query's label position the answer instead of `contains`."""
+def _entity_hints(P, lab, vocab, answer=None):
+    """Binding hints for the entity prompt ids `P`, written into its labels `lab`: the position of each fact's
+    label (`Box C`) is trained to predict that fact's object instead of the next token; with `answer` (a token
+    id; `P` then ends with the query) the query's label position predicts it instead of `contains`."""
     box, ends = vocab['Box'], (vocab[','], vocab['.'])
     for i in range(1, len(P) - 1):
         if P[i - 1] == box and P[i + 1] in ends: lab[i + 1] = P[i - 4]   # 'the X is in Box L': X is 4 back
-    lab[len(P) - 2] = A[0]                                                 # '... Box Lq contains the'
+    if answer is not None: lab[len(P) - 2] = answer                       # '... Box Lq contains the'
 
 def pack_batch(tok, rng:np.random.Generator, tasks=PRETRAIN_TASKS, batch_size:int=32, seq_len:int=128,
                answer_only=(), # tasks whose prompt tokens get label -100 (no loss)
@@ -101,7 +101,7 @@ def pack_batch(tok, rng:np.random.Generator, tasks=PRETRAIN_TASKS, batch_size:in
         A = [vocab[w] for w in a.split()] + [tok.eos_token_id]
         ids += P + A
         lab = [-100] * len(P) if tasks[i] in answer_only else list(P)
-        if tasks[i] in hints: _entity_hints(P, A, lab, vocab)
+        if tasks[i] in hints: _entity_hints(P, lab, vocab, A[0])
         labels += lab + A
     return torch.tensor(ids[:need]).view(batch_size, seq_len), torch.tensor(labels[:need]).view(batch_size, seq_len)
 
