@@ -259,12 +259,12 @@ def _fixed_length(tok, task, n, seed):
     return df[lens == lens.mode()[0]].head(n).reset_index(drop=True)
 
 def _patching_section(r, m_tok, ft_tok, task, n):
-    "Activation and attribution patching of the base on kv recall; CMAP and TuCo of the fine-tune on `task`."
+    "Activation and attribution patching of the base on entity tracking; CMAP and TuCo of the fine-tune on `task`."
     from ftlab.patching import query_pairs, act_patch, attr_patch, agreement, patch_heatmap, cmap, tuco
     from ftlab.arch import arch
     (m, tok), (ft, _) = m_tok, ft_tok
     t0, L, k = time.time(), arch(m).n_layers, min(n, 64)
-    clean, corrupt = query_pairs('kv', k, 3, seed=0)
+    clean, corrupt = query_pairs('entity', k, 3, seed=0)
     ap = act_patch(m, tok, clean, corrupt, 'resid_pre')
     hd = act_patch(m, tok, clean, corrupt, 'head_out')
     ag = agreement(ap, attr_patch(m, tok, clean, corrupt, 'resid_pre'))
@@ -281,8 +281,8 @@ def _patching_section(r, m_tok, ft_tok, task, n):
     best = tab.iloc[:2 * L].sort_values('recovered', ascending=False).iloc[0]
     rec = tab.set_index('group').recovered
     r.text(f"## Circuits: activation patching and cross-model patching\n\n"
-           f"**Where the base reads the query (kv recall).** {k} prompts with 3 key-value pairs (`{clean.prompt[0]}` → "
-           f"`{clean.answer[0]}`) and corrupt twins that query another key of the same context. The clean residual stream "
+           f"**Where the base reads the query (entity tracking).** {k} prompts with 3 boxes (`{clean.prompt[0]}` → "
+           f"`{clean.answer[0]}`) and corrupt twins that ask for another box of the same context. The clean residual stream "
            f"of each (layer, position) is patched into the corrupt run (`ftlab.patching.act_patch`, all variants batched); "
            f"the score is the fraction of the clean−corrupt logit difference ({ap.attrs['clean_value']:.2f} vs "
            f"{ap.attrs['corrupt_value']:.2f}) that the patch restores. The largest score, {top.score:.2f}, is at layer "
@@ -296,16 +296,16 @@ def _patching_section(r, m_tok, ft_tok, task, n):
            f"all attention outputs together recover {rec['all attention']:.0%}, all MLP outputs "
            f"{rec['all MLPs']:.0%}. The reverse patch (base into the fine-tune) is in the table. "
            f"TuCo (the fine-tuning component's share of the last-token residual updates, Nuti et al.): "
-           f"{tc[0]:.3f} on `{task}` prompts, {tc[1]:.3f} on kv prompts ({time.time() - t0:.0f} s).")
-    r.figure(patch_heatmap(ap, title='kv recall, base: clean residual stream patched into the corrupt run (score)'))
-    r.figure(patch_heatmap(hd, title='kv recall, base: clean head outputs patched into the corrupt run (score)'))
+           f"{tc[0]:.3f} on `{task}` prompts, {tc[1]:.3f} on entity-tracking prompts ({time.time() - t0:.0f} s).")
+    r.figure(patch_heatmap(ap, title='entity tracking, base: clean residual stream patched into the corrupt run (score)'))
+    r.figure(patch_heatmap(hd, title='entity tracking, base: clean head outputs patched into the corrupt run (score)'))
     fig = go.Figure(go.Bar(x=tab.group, y=tab.ft_into_base, name='fine-tune → base'))
     fig.add_bar(x=tab.group, y=tab.base_into_ft, name='base → fine-tune')
     fig.add_hline(y=cm.target[0], line_dash='dot', annotation_text='base'); fig.add_hline(y=cm.source[0], line_dash='dash', annotation_text='fine-tune')
     fig.update_layout(title=f'CMAP on `{task}`: accuracy after patching each group across models', barmode='group',
                       yaxis=dict(title='accuracy (first answer token)', range=[0, 1]), height=420, legend=dict(orientation='h', y=-0.3))
     r.figure(fig)
-    r.table('patching_kv_resid', ap, 'Activation patching of the base on kv recall: resid_pre per (layer, position)')
-    r.table('patching_kv_heads', hd, 'Activation patching of the base on kv recall: head outputs per (layer, head)')
+    r.table('patching_entity_resid', ap, 'Activation patching of the base on entity tracking: resid_pre per (layer, position)')
+    r.table('patching_entity_heads', hd, 'Activation patching of the base on entity tracking: head outputs per (layer, head)')
     r.table('patching_cmap', tab, f'CMAP on {task}: accuracy of the base with each fine-tuned group patched in, and the reverse')
     return tab

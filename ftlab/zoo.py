@@ -8,7 +8,7 @@ import json, math, os, shutil, time
 from dataclasses import dataclass, asdict, field
 from pathlib import Path
 import numpy as np, pandas as pd, torch
-from .tasks import make_tokenizer, get_task, PRETRAIN_TASKS, HELD_OUT_TASKS, TASKS, _seed
+from .tasks import make_tokenizer, get_task, PRETRAIN_TASKS, HELD_OUT_TASKS, TASKS, _seed, OBJECTS, LABELS, _pick
 from .evaluate import evaluate, evaluate_all, lm_loss
 
 # %% auto 0
@@ -46,7 +46,7 @@ def tiny_model(family:str='llama', seed:int=0):
 @dataclass
 class ZooSpec:
     "Everything a zoo model's pre-training depends on."
-    name: str
+    name: str  # with `seed`, seeds the stream of batches
     family: str = 'llama'
     sizes: dict = field(default_factory=dict)  # hidden, layers, heads, kv_heads, intermediate
     tasks: tuple = PRETRAIN_TASKS
@@ -63,9 +63,13 @@ class ZooSpec:
     weights: dict = field(default_factory=dict)  # task -> sampling weight (default 1 each)
     hints: tuple = ()  # tasks whose examples carry binding hints (`pack_batch`), for the first `hints_until` of the steps
     hints_until: float = 0.8
+    hint_boxes: tuple = ()  # (lo, hi): hinted entity examples have lo-hi boxes and ask every box (the probe's recipe)
 
 SPECS = {
-    'llama': ZooSpec('llama', 'llama', dict(hidden=128, layers=4, heads=4, kv_heads=2, intermediate=512), steps=8000),
+    'llama': ZooSpec('llama', 'llama', dict(hidden=128, layers=4, heads=4, kv_heads=2, intermediate=512), steps=10000,
+                     answer_only=('entity', 'kv'), weights={'entity': 4.0, 'kv': 3.0}, hints=('entity',), hint_boxes=(2, 3)),
+    # the first default (before entity hints), kept for the studies that ran on it; 'llama' as its name: same batches
+    'llama-v1': ZooSpec('llama', 'llama', dict(hidden=128, layers=4, heads=4, kv_heads=2, intermediate=512), steps=8000),
     'gpt2': ZooSpec('gpt2', 'gpt2', dict(hidden=128, layers=4, heads=4, intermediate=512), steps=2500),
 }
 ZOO_DIR = Path(__file__).parent / 'zoo_models' if '__file__' in globals() else None
@@ -80,10 +84,26 @@ def _entity_hints(P, lab, vocab, answer=None):
         if P[i - 1] == box and P[i + 1] in ends: lab[i + 1] = P[i - 4]   # 'the X is in Box L': X is 4 back
     if answer is not None: lab[len(P) - 2] = answer                       # '... Box Lq contains the'
 
+def _hinted_entity(tok, rng, boxes):
+    """`(ids, labels)` of an entity example in the probe's hinted form: `boxes` = (lo, hi) boxes, the facts
+    out of the loss except their label hints, then every box asked in random order (`Box C contains the key .`),
+    each query's label position hinted and its answer and `.` in the loss."""
+    V, n = tok.get_vocab(), int(rng.integers(boxes[0], boxes[1] + 1))
+    objs, labels = _pick(rng, OBJECTS, n), _pick(rng, LABELS, n)
+    facts = ' , '.join(f'the {o} is in Box {l}' for o, l in zip(objs, labels))
+    ids = [tok.bos_token_id] + [V[w] for w in ('T' + facts[1:] + ' .').split()]
+    lab = [-100] * len(ids); _entity_hints(ids, lab, V)
+    for q in rng.permutation(n):
+        qi = [V[w] for w in f'Box {labels[q]} contains the'.split()]
+        ids += qi; lab += [-100] * len(qi); lab[-2] = V[objs[q]]
+        ids += [V[objs[q]], V['.']]; lab += [V[objs[q]], V['.']]
+    return ids + [tok.eos_token_id], lab + [tok.eos_token_id]
+
 def pack_batch(tok, rng:np.random.Generator, tasks=PRETRAIN_TASKS, batch_size:int=32, seq_len:int=128,
                answer_only=(), # tasks whose prompt tokens get label -100 (no loss)
                weights:dict|None=None, # task -> sampling weight (default: uniform)
                hints=(), # tasks whose examples carry binding hints (only 'entity' has them)
+               hint_boxes=(), # (lo, hi): hinted entity examples in the probe's form (`_hinted_entity`)
               ) -> tuple[torch.Tensor, torch.Tensor]:
     "`(input_ids, labels)`, each [batch_size, seq_len]: examples `<bos> prompt answer <eos>` packed end to end."
     vocab, need, ids, labels = tok.get_vocab(), batch_size * seq_len, [], []
@@ -96,6 +116,8 @@ def pack_batch(tok, rng:np.random.Generator, tasks=PRETRAIN_TASKS, batch_size:in
     p = w / w.sum() if weights else None   # uniform: the integer draw, as the committed zoo was trained
     while len(ids) < need:
         i = int(rng.integers(len(ts))) if p is None else int(rng.choice(len(ts), p=p))
+        if tasks[i] in hints and hint_boxes:
+            P, lab = _hinted_entity(tok, rng, hint_boxes); ids += P; labels += lab; continue
         pr, a, _ = ts[i].make(rng)
         P = [tok.bos_token_id] + [vocab[w] for w in pr.split()]
         A = [vocab[w] for w in a.split()] + [tok.eos_token_id]
@@ -151,7 +173,7 @@ def pretrain(spec:ZooSpec, out:str|Path, # output HF model directory (written at
         model.train()
         batch, labels = pack_batch(tok, np.random.default_rng(_seed(spec.name, spec.seed, step)), spec.tasks,
                                    spec.batch_size, spec.seq_len, spec.answer_only, spec.weights,
-                                   spec.hints if step < spec.hints_until * spec.steps else ())
+                                   spec.hints if step < spec.hints_until * spec.steps else (), spec.hint_boxes)
         loss = model(input_ids=batch, labels=labels).loss
         if not torch.isfinite(loss): raise FloatingPointError(f'Loss became {loss.item()} at step {step}; '
                                                               f'lower ZooSpec.lr (now {spec.lr}).')
@@ -181,7 +203,7 @@ def _finish(model, tok, spec, work, out):
     (final / 'zoo_spec.json').write_text(json.dumps(asdict(spec), indent=1))
     ev = evaluate_all(model, tok)
     ev.to_csv(final / 'eval.csv', index=False)
-    (final / 'README.md').write_text(model_card(final))
+    (final / 'README.md').write_text(model_card(final, out.name))
     if out.exists(): shutil.rmtree(out)
     os.replace(final, out); shutil.rmtree(work)
     return out
@@ -190,11 +212,13 @@ def _loss_note(spec):
     ao, w = spec.get('answer_only') or [], spec.get('weights') or {}
     note = f", except the prompts of {', '.join(ao)} (answers only)" if ao else ''
     h = spec.get('hints') or []
-    note += f"; binding hints on {', '.join(h)} for the first {spec.get('hints_until', 0.8):.0%} of the steps" if h else ''
+    hb = spec.get('hint_boxes') or []
+    form = f" (in {hb[0]}–{hb[1]}-box examples that ask every box)" if hb else ''
+    note += f"; binding hints on {', '.join(h)}{form} for the first {spec.get('hints_until', 0.8):.0%} of the steps" if h else ''
     return note + (f"; sampling weights {', '.join(f'{t} {v:g}' for t, v in w.items())} (others 1)" if w else '')
 
-def model_card(d:str|Path) -> str:
-    "Markdown model card of the zoo model in `d`, from its spec, training log and evaluation."
+def model_card(d:str|Path, name:str|None=None) -> str:
+    "Markdown model card of the zoo model in `d` (called `name`, default the folder's), from its spec, training log and evaluation."
     d = Path(d)
     spec = json.loads((d / 'zoo_spec.json').read_text())
     log = [json.loads(l) for l in (d / 'training_log.jsonl').read_text().splitlines()]
@@ -206,7 +230,7 @@ def model_card(d:str|Path) -> str:
     chance = ev.pivot(index='task', columns='split', values='chance').reindex(list(TASKS))
     rows = '\n'.join(f"| {t} | {'pre-training' if t in spec['tasks'] else 'held out'} | {tab.loc[t, 'id']:.3f} | "
                      f"{chance.loc[t, 'id']:.3f} | {tab.loc[t, 'ood']:.3f} | {chance.loc[t, 'ood']:.3f} |" for t in tab.index)
-    return f"""# ftlab zoo model `{spec['name']}`
+    return f"""# ftlab zoo model `{name or d.name}`
 
 A {spec['family']}-style causal LM with {n_params:,} parameters ({', '.join(f'{k}={v}' for k, v in spec['sizes'].items())}),
 pre-trained by ftlab (`ftlab.zoo.pretrain`) from a seeded initialisation on its procedural tasks. Retrain with `make zoo`.

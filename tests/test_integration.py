@@ -56,7 +56,7 @@ def test_demo_output_is_complete(demo_run):
     out, _ = demo_run
     assert sorted(p.name for p in out.iterdir()) == ['base_eval.csv', 'intruder_summary.csv', 'intruders.csv', 'localize_location.csv',
                                                     'localize_overlap.csv', 'localize_sparsity.csv', 'masks', 'merge_methods.csv',
-                                                    'merge_wise_ft.csv', 'patching_cmap.csv', 'patching_kv_heads.csv', 'patching_kv_resid.csv',
+                                                    'merge_wise_ft.csv', 'patching_cmap.csv', 'patching_entity_heads.csv', 'patching_entity_resid.csv',
                                                     'report.html', 'runs', 'training_runs.csv'], \
         f'unexpected files (temporaries?) in {out}: {sorted(p.name for p in out.iterdir())}'
     html = (out / 'report.html').read_text()
@@ -124,14 +124,15 @@ def test_cross_family_pair_raises(llama_dir, gpt2_dir):
     named = [k for k in llama if repr(k) in msg]
     assert named, f'the error names none of the missing tensors: {msg}'
 
-@pytest.mark.xfail(strict=True, reason='known gap (issue 2 open): the current zoo recipe does not learn entity '
-                   'tracking (llama answers one constant object, 0.04 vs chance 0.31); a curriculum is needed')
 @pytest.mark.parametrize('name', ['llama'])
-def test_zoo_entity_tracking_above_chance(name):
+def test_zoo_entity_tracking_present_not_mastered(name):
+    "Entity tracking is in the base (above chance on 2-5 boxes) but not mastered (6-8 boxes), so a fine-tune can improve it."
     from ftlab.evaluate import evaluate
     m, tok = ftlab.zoo.load(name)
     r = evaluate(m, tok, 'entity', n=128).summary.iloc[0]
-    assert r.accuracy > 1.5 * r.chance, (float(r.accuracy), float(r.chance))
+    assert r.accuracy > 2 * r.chance, ('in distribution', float(r.accuracy), float(r.chance))
+    o = evaluate(m, tok, 'entity:ood', n=128).summary.iloc[0]
+    assert 2 * o.chance < o.accuracy < 0.9, ('6-8 boxes', float(o.accuracy), float(o.chance))
 
 def test_zoo_gpt2_alternative_learned_something():
     "The GPT-2-style alternative is a trained model: LM loss on the mixture well below a random init's ln(V)."
@@ -156,7 +157,7 @@ def test_zoo_model_learned_its_tasks(name):
     m, tok = ftlab.zoo.load(name)
     res = {t: evaluate(m, tok, t, n=128).summary.iloc[0] for t in PRETRAIN_TASKS + held_out}
     weak = {t: (round(float(r.accuracy), 3), round(float(r.chance), 3)) for t, r in res.items()
-            if t in PRETRAIN_TASKS and t != 'entity' and not r.accuracy > 1.5 * r.chance}
+            if t in PRETRAIN_TASKS and not r.accuracy > 1.5 * r.chance}
     assert not weak, f'{name}: pre-training tasks not above 1.5x chance (accuracy, chance): {weak}'
     # near chance: within 0.1 of guessing among the shown candidates (sort's chance is ~0.18: a copied
     # list is right whenever the input was already sorted)
