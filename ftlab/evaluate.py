@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from .tasks import Task, get_task, mixture_texts, mixture_examples, PRETRAIN_TASKS, TASKS
 
 # %% auto 0
-__all__ = ['encode', 'ece', 'score', 'Eval', 'evaluate', 'lm_loss', 'evaluate_all']
+__all__ = ['encode', 'answer_token_mask', 'ece', 'score', 'Eval', 'evaluate', 'lm_loss', 'evaluate_all']
 
 # %% ../nbs/03_evaluate.ipynb 5
 def encode(tok, prompt:str, answer:str) -> tuple[list[int], int]:
@@ -18,6 +18,19 @@ def encode(tok, prompt:str, answer:str) -> tuple[list[int], int]:
     p = tok(prompt).input_ids
     a = tok(' ' + answer, add_special_tokens=False).input_ids
     return p + a, len(p)
+
+def answer_token_mask(tok, answer:str, word_mask:str|None) -> list[bool]|None:
+    "Per answer token: is it scored and trained? `word_mask` has one '1' or '0' per whitespace-separated answer word."
+    if word_mask is None or (isinstance(word_mask, float) and math.isnan(word_mask)): return None
+    words = answer.split()
+    if len(word_mask) != len(words) or set(word_mask) - {'0', '1'}:
+        raise ValueError(f"answer_mask {word_mask!r} must have one '1' (scored) or '0' (not scored) per answer word; "
+                         f"the answer {answer!r} has {len(words)} words.")
+    per = [tok(' ' + w, add_special_tokens=False).input_ids for w in words]
+    if sum(per, []) != tok(' ' + answer, add_special_tokens=False).input_ids:
+        raise ValueError(f"The tokenizer merges words of the answer {answer!r} across word boundaries, so a per-word "
+                         f"answer_mask cannot be mapped to its tokens; drop the answer_mask column or change the answer's spacing.")
+    return [m == '1' for m, ids in zip(word_mask, per) for _ in ids]
 
 def _batches(seqs, batch_size, pad_id):
     for s in range(0, len(seqs), batch_size):
@@ -41,10 +54,13 @@ def ece(conf, correct, bins:int=10) -> float:
 def _device(model): return next(model.parameters()).device
 
 @torch.no_grad()
-def score(model, tok, prompts, answers, batch_size:int=64) -> pd.DataFrame:
+def score(model, tok, prompts, answers, batch_size:int=64,
+          answer_masks=None, # per example: None (every answer word) or a word mask (see `answer_token_mask`)
+         ) -> pd.DataFrame:
     "Per-example pred, correct, logprob and conf of `answers` given `prompts` (teacher-forced)."
     model.eval()
     enc = [encode(tok, p, a) for p, a in zip(prompts, answers)]
+    masks = [None] * len(enc) if answer_masks is None else [answer_token_mask(tok, a, m) for a, m in zip(answers, answer_masks)]
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     rows = [None] * len(enc)
     for s, ids, mask in _batches([e[0] for e in enc], batch_size, pad):
@@ -53,6 +69,7 @@ def score(model, tok, prompts, answers, batch_size:int=64) -> pd.DataFrame:
             full, n = enc[s + i]
             gold = torch.tensor(full[n:])
             lp = logp[i, n - 1:len(full) - 1]            # rows predicting each answer token
+            if masks[s + i] is not None: gold, lp = gold[masks[s + i]], lp[masks[s + i]]   # the scored tokens only
             best = lp.max(-1)
             rows[s + i] = dict(pred=tok.decode(best.indices.tolist()).strip(),
                                correct=bool((best.indices == gold).all()),
@@ -73,7 +90,8 @@ def evaluate(model, tok, task, # task name ('sort', 'entity:ood'), Task, or Data
              batch_size:int=64, bins:int=10) -> Eval:
     "Accuracy, mean answer log-prob and ECE of `model` on `task`."
     df = task if isinstance(task, pd.DataFrame) else get_task(task).sample(n, seed)
-    ex = pd.concat([df.reset_index(drop=True), score(model, tok, df.prompt, df.answer, batch_size)], axis=1)
+    masks = df.answer_mask.tolist() if 'answer_mask' in df else None
+    ex = pd.concat([df.reset_index(drop=True), score(model, tok, df.prompt, df.answer, batch_size, masks)], axis=1)
     summ = pd.DataFrame([dict(task=ex.task.iloc[0] if 'task' in ex else 'custom',
                               split=ex.split.iloc[0] if 'split' in ex else 'id', n=len(ex),
                               accuracy=ex.correct.mean(), chance=ex.chance.mean() if 'chance' in ex else np.nan,

@@ -73,6 +73,13 @@ class EntityTracking(Task):
     name: str = 'entity'
     n_boxes: tuple = (2, 5)
     ood_boxes: tuple = (6, 8)
+    queries: int|str = 1  # boxes asked per example: a number, or 'all' (the answer asks the rest, in random order)
+    def __post_init__(self):
+        if self.queries != 'all' and not (isinstance(self.queries, int) and self.queries >= 1):
+            raise ValueError(f"queries={self.queries!r}: use a number of boxes ≥ 1, or 'all'.")
+        lo = min(self.n_boxes[0], self.ood_boxes[0])
+        if self.queries != 'all' and self.queries > lo:
+            raise ValueError(f"queries={self.queries} is more than the {lo} boxes of the smallest prompt; use queries ≤ {lo} or 'all'.")
     def make(self, rng):
         lo, hi = self.n_boxes if self.split == 'id' else self.ood_boxes
         n = int(rng.integers(lo, hi + 1))
@@ -80,7 +87,12 @@ class EntityTracking(Task):
         q = int(rng.integers(n))
         facts = ' , '.join(f'the {o} is in Box {l}' for o, l in zip(objs, labels))
         prompt = 'T' + facts[1:] + f' . Box {labels[q]} contains the'
-        return prompt, objs[q], dict(n_items=n, query_index=q, query_label=labels[q], chance=1 / n)
+        meta = dict(n_items=n, query_index=q, query_label=labels[q], chance=1 / n)
+        if self.queries == 1: return prompt, objs[q], meta
+        rest = [int(i) for i in rng.permutation([i for i in range(n) if i != q])][:(n if self.queries == 'all' else self.queries) - 1]
+        answer = ' . '.join([objs[q]] + [f'Box {labels[i]} contains the {objs[i]}' for i in rest])
+        mask = '1' + '110111' * len(rest)   # the next box's label is drawn at random: neither scored nor trained
+        return prompt, answer, {**meta, 'chance': 1 / math.prod(range(n - len(rest), n + 1)), 'answer_mask': mask}
 
 # %% ../nbs/00_tasks.ipynb 16
 @dataclass(frozen=True)

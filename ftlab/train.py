@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from transformers import TrainerCallback
 from .tasks import get_task, mixture_examples, PRETRAIN_TASKS, _seed
-from .evaluate import encode, evaluate, lm_loss
+from .evaluate import encode, evaluate, lm_loss, answer_token_mask
 from .weights import param_info, open_weights
 from .report import write_atomic
 from .zoo import _lr_lambda   # warm-up, then cosine to 10% (shared with pre-training)
@@ -123,14 +123,21 @@ def trainable_params(model, cfg:TrainConfig) -> list[str]:
     return out
 
 # %% ../nbs/04a_train.ipynb 13
-def encode_examples(tok, prompts, answers, loss_on:str='answer') -> list[tuple[list[int], list[int]]]:
-    "(ids, labels) per example: `encode(prompt, answer)` + eos; labels −100 on the prompt if loss_on='answer'."
+def encode_examples(tok, prompts, answers, loss_on:str='answer',
+                    answer_masks=None, # per example: None, or a word mask of the answer (`ftlab.evaluate.answer_token_mask`)
+                   ) -> list[tuple[list[int], list[int]]]:
+    "(ids, labels) per example: `encode(prompt, answer)` + eos; labels −100 on the prompt if loss_on='answer', and on masked answer words."
     eos = [] if tok.eos_token_id is None else [tok.eos_token_id]
     out = []
-    for p, a in zip(prompts, answers):
+    for i, (p, a) in enumerate(zip(prompts, answers)):
         ids, n = encode(tok, p, a)
         ids = ids + eos
-        out.append((ids, [-100] * n + ids[n:] if loss_on == 'answer' else list(ids)))
+        labels = [-100] * n + ids[n:] if loss_on == 'answer' else list(ids)
+        keep = answer_token_mask(tok, a, answer_masks[i]) if answer_masks is not None else None
+        if keep is not None:
+            for j, k in enumerate(keep):
+                if not k: labels[n + j] = -100
+        out.append((ids, labels))
     return out
 
 def pack_examples(examples, # (ids, labels) pairs from `encode_examples`
@@ -383,7 +390,7 @@ def finetune(base='llama', # zoo name, local HF model directory or hub id (recor
     model, tok = (copy.deepcopy(model_tok[0]), model_tok[1]) if model_tok else load(cfg.base, allow_pickle=allow_pickle)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     train = tsk.sample(cfg.n_train, cfg.seed)
-    examples = encode_examples(tok, train.prompt, train.answer, cfg.loss_on)
+    examples = encode_examples(tok, train.prompt, train.answer, cfg.loss_on, train.answer_mask if 'answer_mask' in train else None)
     def batch(step, purpose='finetune'):
         rng = np.random.default_rng(_seed(purpose, cfg.seed, step))
         return pack_examples(examples, rng.integers(0, len(examples), cfg.batch_size * cfg.seq_len // 2),
