@@ -14,10 +14,10 @@ import plotly.graph_objects as go
 from .weights import ModelPair, LoraWeights, open_weights, param_info, family, dora_weight
 
 # %% auto 0
-__all__ = ['MATRIX_KINDS', 'block_matrices', 'as_linear', 'content_key', 'cache_dir', 'SVDCache', 'top_svd', 'Intruders',
-           'intruders', 'intruders_reference', 'cos_heatmap', 'eps_figure', 'energy_rank', 'powerlaw_alpha',
-           'spectral_stats', 'delta_rank', 'scale_intruders', 'live_weights', 'IntruderTracker', 'history_figure',
-           'layer_figure', 'intruder_widget']
+__all__ = ['MATRIX_KINDS', 'block_matrices', 'as_linear', 'content_key', 'cache_dir', 'base_svd', 'SVDCache', 'top_svd',
+           'Intruders', 'intruders', 'intruders_reference', 'cos_heatmap', 'eps_figure', 'energy_rank',
+           'powerlaw_alpha', 'spectral_stats', 'delta_rank', 'scale_intruders', 'live_weights', 'IntruderTracker',
+           'history_figure', 'layer_figure', 'intruder_widget']
 
 # %% ../nbs/04b_spectral.ipynb 6
 MATRIX_KINDS = ('q', 'k', 'v', 'o', 'qkv', 'gate', 'up', 'down')
@@ -70,6 +70,29 @@ def _svd(W:torch.Tensor):
     U, S, Vh = torch.linalg.svd(W.T, full_matrices=False)
     return Vh.T, S, U.T
 
+def _gram(A:torch.Tensor) -> torch.Tensor:
+    "A Aᵀ, multiplying only the blocks on and above the diagonal (A @ A.T computes both triangles)."
+    r, c = A.shape
+    if r < 256: return A @ A.T
+    G, h = A.new_empty(r, r), -(-r // (4 if c >= 2 * r else 2))     # 4 row blocks: 10 of 16 products
+    for i in range(0, r, h):
+        G[i:i + h, i:] = A[i:i + h] @ A[i:].T
+        G[i + h:, i:i + h] = G[i:i + h, i + h:].T
+    return G
+
+def base_svd(W:torch.Tensor, # float32 [m, n]
+             cond:float=1e4, # above this σ_1/σ_r, the float32 SVD instead
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    "(U, S) of `W` from the eigendecomposition of its float64 Gram matrix; the thin float32 SVD if `W` is ill-conditioned."
+    m, n = W.shape; left = m <= n
+    W64 = W.double()
+    lam, P = torch.linalg.eigh(_gram(W64 if left else W64.T))    # the smaller Gram: W Wᵀ (its U) or Wᵀ W (its V)
+    lam, P = lam.flip(0), P.flip(1)
+    S = lam.clamp_min(0).sqrt()
+    if not S[-1] * cond > S[0]: return _svd(W)[:2]                # W V / σ would lose accuracy (or divide by 0)
+    U = P if left else (W64 @ P) / S
+    return U.float().contiguous(), S.float()
+
 class SVDCache:
     "Thin SVDs (U, S) of float32 matrices keyed by content: in memory (up to `max_bytes`) and on disk."
     def __init__(self, path:str|Path|bool|None=None, # directory; None: `cache_dir()/'svd'`; False: memory only
@@ -81,7 +104,7 @@ class SVDCache:
         while len(self.mem) > 1 and sum(u.nbytes + s.nbytes for u, s in self.mem.values()) > self.max_bytes:
             self.mem.popitem(last=False)
     def get(self, W:torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        "(U, S) of `W` (float32 [m, n]): from memory, from disk, or computed (thin SVD)."
+        "(U, S) of `W` (float32 [m, n]): from memory, from disk, or computed (`base_svd`)."
         key = content_key(W)
         if key in self.mem: self.hits += 1; self.mem.move_to_end(key); return self.mem[key]
         f = self.path / f'{key}.safetensors' if self.path else None
@@ -90,7 +113,7 @@ class SVDCache:
             d = load_file(f); v = (d['U'], d['S']); self.hits += 1
         else:
             self.misses += 1
-            U, S, _ = _svd(W)
+            U, S = base_svd(W)
             v = (U, S)
             if f is not None:
                 from safetensors.torch import save_file
@@ -111,54 +134,76 @@ def _gaps(S):
     d = -S.diff()
     return torch.minimum(d, torch.cat([d.new_tensor([math.inf]), d[:-1]]))
 
+def _rayleigh_ritz(G, Q):
+    "Ritz values (descending), vectors X and G X of the symmetric `G` on the orthonormal block `Q`."
+    Z = G @ Q
+    lam, Y = torch.linalg.eigh(Q.T @ Z)
+    lam, Y = lam.flip(0), Y.flip(1)
+    return lam, Q @ Y, Z @ Y
+
 def top_svd(W:torch.Tensor, # float32 [m, n]
             k:int, # number of singular triplets
             U0:torch.Tensor|None=None, # base left singular vectors (start of the iteration)
             dW:torch.Tensor|None=None, # the update W − W0 (its range joins the start)
             tol:float=1e-4, # accepted bound on the angle error of each vector
-            max_iter:int=60, seed:int=0,
+            max_iter:int=20, # Rayleigh–Ritz steps, each after a Chebyshev filter of degree `degree`
+            degree:int=4, # Chebyshev degree
+            p:int=5, # oversampling: the block has k + 2p vectors
+            seed:int=0,
            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, str]:
     "Top-`k` (U, S, Vh) of `W` and how they were found: 'topk' (certified subspace iteration) or 'full' (SVD)."
-    m, n = W.shape; r, p = min(m, n), 10
+    m, n = W.shape; r = min(m, n)
     if k > r: raise ValueError(f'k={k} is larger than the matrix allows ({m}×{n} has {r} singular values); use k ≤ {r}.')
     if 2 * (k + 2 * p) >= r: return _full(W, k)
-    left = m <= n
-    A = W if left else W.T                       # r × c: its left singular vectors are W's U (or W's V)
-    G = A @ A.T                                  # the r × r Gram matrix: one product, then cheap iterations
+    left = m <= n                                # work on the smaller side: A = W (r × c) or Wᵀ
+    G = _gram(W if left else W.T)                # the r × r Gram matrix: one product, then cheap iterations
     g = torch.Generator().manual_seed(seed)
-    start = [U0[:, :k + p] if left else W.T @ U0[:, :k + p]] if U0 is not None else []
-    if dW is not None: start.append((dW if left else dW.T) @ torch.randn(A.shape[1], p, generator=g))
+    start = []                                   # (thin products written in the layout BLAS runs fastest)
+    if U0 is not None: start.append(U0[:, :k + p] if left else (U0[:, :k + p].T @ W).T)
+    if dW is not None:
+        Om = torch.randn(p, n if left else m, generator=g)
+        start.append(dW @ Om.T if left else (Om @ dW).T)
     have = sum(s.shape[1] for s in start)
     if have < k + 2 * p: start.append(G @ torch.randn(r, k + 2 * p - have, generator=g))
     Q, prev = torch.linalg.qr(torch.cat(start, 1)).Q, math.inf
     for it in range(1, max_iter + 1):
-        Z = G @ Q
-        if it % 2 == 0:                          # Rayleigh–Ritz on G every 2nd step: a cheap estimate of the error
-            lam, Y = torch.linalg.eigh(Q.T @ Z)
-            lam, Y = lam.flip(0), Y.flip(1)
-            X, Z = Q @ Y, Z @ Y
-            sig = lam[:k + 1].clamp_min(0).sqrt()
-            gap = _gaps(sig)[:k]
-            if it >= 6 and (gap < 1e-3 * sig[0]).any(): break
-            est = ((Z[:, :k] - X[:, :k] * lam[:k]).norm(dim=0) / sig[:k] / gap).max().item()
-            stalled = it >= 6 and est > prev / 2
-            if est < tol or stalled:
-                # certify against W itself in float64; if float32 rounding stalled the estimate, redo Rayleigh–Ritz in float64
-                A64 = A.double()
+        lam, X, Z = _rayleigh_ritz(G, Q)
+        sig = lam[:k + 1].clamp_min(0).sqrt()
+        gap = _gaps(sig)[:k]
+        if it >= 3 and (gap < 1e-3 * sig[0]).any(): break
+        est = ((Z[:, :k] - X[:, :k] * lam[:k]).norm(dim=0) / sig[:k] / gap).max().item()
+        stalled = it >= 3 and est > prev / 2
+        if est < tol or stalled:
+            # certify against W itself in float64. If float32 rounding stalled the estimate (the Gram matrix
+            # carries float32 errors), refine the block with float64 subspace steps on W first
+            W64 = W.double()
+            Q64 = torch.linalg.qr(X.double()).Q if stalled else X[:, :k + 1].double()
+            for step in range(5 if stalled else 1):
                 if stalled:
-                    Q64 = torch.linalg.qr(X.double()).Q
-                    Ub, s, Vh = torch.linalg.svd(Q64.T @ A64, full_matrices=False)
+                    Q64 = torch.linalg.qr(W64 @ (Q64.T @ W64).T if left else ((W64 @ Q64).T @ W64).T).Q
+                    Ub, s, Vh = torch.linalg.svd(Q64.T @ W64 if left else (W64 @ Q64).T, full_matrices=False)
                     X64, V64 = Q64 @ Ub[:, :k + 1], Vh[:k + 1].T
                 else:
-                    X64 = X[:, :k + 1].double(); V64 = A64.T @ X64; s = V64.norm(dim=0); V64 = V64 / s
-                res = (A64 @ V64[:, :k] - X64[:, :k] * s[:k]).norm(dim=0)   # ‖A v − σ x‖; Aᵀx = σv holds exactly
-                if (res / _gaps(s[:k + 1])[:k]).max() < tol:
+                    X64 = Q64
+                    V64 = (X64.T @ W64).T if left else W64 @ X64                # Aᵀx
+                    s = V64.norm(dim=0); V64 = V64 / s
+                AV = W64 @ V64[:, :k] if left else (V64[:, :k].T @ W64).T      # A v
+                res = (AV - X64[:, :k] * s[:k]).norm(dim=0)                    # ‖A v − σ x‖; Aᵀx = σv holds exactly
+                gap64 = _gaps(s[:k + 1])[:k]
+                if (gap64 < 1e-3 * s[0]).any(): return _full(W, k)             # too close for the reference to separate
+                if (res / gap64).max() < tol:
                     U_, V_ = (X64[:, :k], V64[:, :k]) if left else (V64[:, :k], X64[:, :k])
                     return U_.float().contiguous(), s[:k].float(), V_.T.float().contiguous(), 'topk'
-                if stalled: break
-            prev = est
-        Q = torch.linalg.qr(Z).Q
+            if stalled: break
+        prev = est
+        # Chebyshev filter T_d((2G − a)/a) on the Ritz vectors: damps [0, a] (a: the block's smallest Ritz
+        # value) and amplifies the top of the spectrum far faster than d plain products with G would
+        a = lam[-1].clamp_min(lam[0] * 1e-6)
+        Y0, Y1 = X, (2 / a) * Z - X
+        for _ in range(degree - 1): Y0, Y1 = Y1, (4 / a) * (G @ Y1) - 2 * Y1 - Y0
+        Q = torch.linalg.qr(Y1).Q
     return _full(W, k)
+
 
 # %% ../nbs/04b_spectral.ipynb 17
 def _pair(pair, adapter=None) -> ModelPair:
