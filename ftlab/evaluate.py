@@ -90,7 +90,7 @@ def evaluate(model, tok, task, # task name ('sort', 'entity:ood'), Task, or Data
              batch_size:int=64, bins:int=10) -> Eval:
     "Accuracy, mean answer log-prob and ECE of `model` on `task`."
     df = task if isinstance(task, pd.DataFrame) else get_task(task).sample(n, seed)
-    masks = df.answer_mask.tolist() if 'answer_mask' in df else None
+    masks = df.get('answer_mask')                          # None when the task has no masks
     ex = pd.concat([df.reset_index(drop=True), score(model, tok, df.prompt, df.answer, batch_size, masks)], axis=1)
     summ = pd.DataFrame([dict(task=ex.task.iloc[0] if 'task' in ex else 'custom',
                               split=ex.split.iloc[0] if 'split' in ex else 'id', n=len(ex),

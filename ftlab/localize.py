@@ -198,7 +198,7 @@ def _check_answers(tok, df, what):
 
 def _padded(tok, df, batch_size):
     from ftlab.train import encode_examples
-    ex = encode_examples(tok, df.prompt, df.answer, answer_masks=df.answer_mask if 'answer_mask' in df else None)
+    ex = encode_examples(tok, df.prompt, df.answer, answer_masks=df.get('answer_mask'))
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     out = []
     for s in range(0, len(ex), batch_size):

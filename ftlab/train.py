@@ -129,11 +129,12 @@ def encode_examples(tok, prompts, answers, loss_on:str='answer',
     "(ids, labels) per example: `encode(prompt, answer)` + eos; labels −100 on the prompt if loss_on='answer', and on masked answer words."
     eos = [] if tok.eos_token_id is None else [tok.eos_token_id]
     out = []
-    for i, (p, a) in enumerate(zip(prompts, answers)):
+    masks = [None] * len(prompts) if answer_masks is None else list(answer_masks)   # by position, whatever the index
+    for p, a, m in zip(prompts, answers, masks):
         ids, n = encode(tok, p, a)
         ids = ids + eos
         labels = [-100] * n + ids[n:] if loss_on == 'answer' else list(ids)
-        keep = answer_token_mask(tok, a, answer_masks[i]) if answer_masks is not None else None
+        keep = answer_token_mask(tok, a, m)
         if keep is not None:
             for j, k in enumerate(keep):
                 if not k: labels[n + j] = -100
@@ -390,7 +391,7 @@ def finetune(base='llama', # zoo name, local HF model directory or hub id (recor
     model, tok = (copy.deepcopy(model_tok[0]), model_tok[1]) if model_tok else load(cfg.base, allow_pickle=allow_pickle)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     train = tsk.sample(cfg.n_train, cfg.seed)
-    examples = encode_examples(tok, train.prompt, train.answer, cfg.loss_on, train.answer_mask if 'answer_mask' in train else None)
+    examples = encode_examples(tok, train.prompt, train.answer, cfg.loss_on, train.get('answer_mask'))
     def batch(step, purpose='finetune'):
         rng = np.random.default_rng(_seed(purpose, cfg.seed, step))
         return pack_examples(examples, rng.integers(0, len(examples), cfg.batch_size * cfg.seq_len // 2),
