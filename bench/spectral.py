@@ -18,15 +18,16 @@ What it measures
   trained weight matrices (whose spectra are heavy-tailed); `--spectrum gauss` is an i.i.d. Gaussian
   matrix, whose top singular values crowd together at the edge of the bulk (gaps of about 1%). There the
   float32 Gram matrix cannot resolve the top-k vectors: ftlab refines them in float64 or falls back to the
-  full SVD (one run: 58% certified, 2.9x cold, 3.2x warm).
+  full SVD (one run: 69% certified, 2.7x cold, 3.1x warm).
 
   With `--repeat N` each side runs N times (each in a fresh process) and the best times are compared; the
-  range of the N runs is printed too (this machine's timings vary by up to 30% from run to run).
+  range of the N runs is printed too (this machine's timings vary by up to 30% from run to run), and so is
+  the median of the paired ratios (each repeat runs the reference and then ftlab back to back).
 
 Run:  .venv/bin/python bench/spectral.py [--d 512] [--layers 2] [--fts 8] [--spectrum power|gauss] [--threads 2] [--repeat 1]
 """
 from __future__ import annotations
-import argparse, json, os, resource, subprocess, sys, time
+import argparse, json, os, resource, statistics, subprocess, sys, time
 os.environ.setdefault('OMP_WAIT_POLICY', 'ACTIVE')
 
 KINDS = {'self_attn.q_proj': (1, 1), 'self_attn.o_proj': (1, 1), 'mlp.up_proj': (4, 1), 'mlp.down_proj': (1, 4)}
@@ -129,6 +130,12 @@ def main():
         rng = lambda which, key: f'{min(x[key] for x in runs[which]):.2f}–{max(x[key] for x in runs[which]):.2f} s'
         print(f'best of {args.repeat} runs each; ranges: reference {rng("reference", "seconds")}, '
               f'ftlab cold {rng("ftlab", "seconds")}, warm {rng("ftlab", "warm_seconds")}')
+        # each repeat runs the reference and then ftlab back to back: their ratio is the least sensitive to the
+        # machine's slow and fast phases (which can move the reference by 20% between repeats)
+        for key, what in (('seconds', 'cold'), ('warm_seconds', 'warm')):
+            q = sorted(r['seconds'] / f[key] for r, f in zip(runs['reference'], runs['ftlab']))
+            print(f'paired speed-up ({what}, reference / ftlab within each repeat): median {statistics.median(q):.1f}x, '
+                  f'range {q[0]:.1f}–{q[-1]:.1f}x')
     if not same: sys.exit('counts differ')
 
 if __name__ == '__main__': main()

@@ -150,6 +150,7 @@ def top_svd(W:torch.Tensor, # float32 [m, n]
             degree:int=4, # Chebyshev degree
             p:int=5, # oversampling: the block has k + 2p vectors
             seed:int=0,
+            min_gap:float=1e-4, # two of the top k+1 singular values closer than min_gap·σ_1: the full SVD
            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, str]:
     "Top-`k` (U, S, Vh) of `W` and how they were found: 'topk' (certified subspace iteration) or 'full' (SVD)."
     m, n = W.shape; r = min(m, n)
@@ -170,7 +171,7 @@ def top_svd(W:torch.Tensor, # float32 [m, n]
         lam, X, Z = _rayleigh_ritz(G, Q)
         sig = lam[:k + 1].clamp_min(0).sqrt()
         gap = _gaps(sig)[:k]
-        if it >= 3 and (gap < 1e-3 * sig[0]).any(): break
+        if it >= 3 and (gap < min_gap * sig[0]).any(): break
         est = ((Z[:, :k] - X[:, :k] * lam[:k]).norm(dim=0) / sig[:k] / gap).max().item()
         stalled = it >= 3 and est > prev / 2
         if est < tol or stalled:
@@ -190,7 +191,7 @@ def top_svd(W:torch.Tensor, # float32 [m, n]
                 AV = W64 @ V64[:, :k] if left else (V64[:, :k].T @ W64).T      # A v
                 res = (AV - X64[:, :k] * s[:k]).norm(dim=0)                    # ‖A v − σ x‖; Aᵀx = σv holds exactly
                 gap64 = _gaps(s[:k + 1])[:k]
-                if (gap64 < 1e-3 * s[0]).any(): return _full(W, k)             # too close for the reference to separate
+                if (gap64 < min_gap * s[0]).any(): return _full(W, k)             # too close for the reference to separate
                 if (res / gap64).max() < tol:
                     U_, V_ = (X64[:, :k], V64[:, :k]) if left else (V64[:, :k], X64[:, :k])
                     return U_.float().contiguous(), s[:k].float(), V_.T.float().contiguous(), 'topk'
