@@ -13,7 +13,7 @@ from plotly.subplots import make_subplots
 from .weights import ModelPair, open_weights, param_info
 from .tasks import get_task
 from .evaluate import evaluate
-from .report import write_atomic
+from .report import write_atomic, show_figure
 
 # %% auto 0
 __all__ = ['NORMS', 'LocalizeError', 'Mask', 'graft_names', 'top_tau', 'graft', 'apply_mask', 'planted_skill', 'graft_sweep',
@@ -421,8 +421,6 @@ def graft_widget(ev:pd.DataFrame, # graft_eval of a sweep
     sps = sorted(masks)
     sl = W.SelectionSlider(options=[(f'{s:.0e}', s) for s in sps], value=sps[len(sps) // 2], description='sparsity')
     bars, heat, status = go.FigureWidget(), go.FigureWidget(), W.HTML()
-    def copy_into(fw, fig):
-        with fw.batch_update(): fw.data = []; fw.add_traces(fig.data); fw.layout = fig.layout
     def draw(*_):
         s = sl.value
         cur = ev[(ev.sparsity == s) | ev.kind.isin(['base', 'fine-tuned'])]
@@ -430,8 +428,8 @@ def graft_widget(ev:pd.DataFrame, # graft_eval of a sweep
         for split, g in cur.groupby('split', sort=False):
             for col, metric in ((1, 'accuracy'), (2, 'ece')):
                 fig.add_bar(x=g.kind, y=g[metric], name=split, offsetgroup=split, showlegend=col == 1, row=1, col=col)
-        copy_into(bars, fig.update_layout(title=f'sparsity {s:.0e}', height=360, barmode='group'))
-        copy_into(heat, mask_map(masks[s]))
+        show_figure(bars, fig.update_layout(title=f'sparsity {s:.0e}', height=360, barmode='group'))
+        show_figure(heat, mask_map(masks[s]))
         m = masks[s]
         status.value = (f'{m.count:,} grafted entries ({m.density:.2e} of {m.numel:,}); base patch {m.meta.get("base_patch")}, '
                         f'best step {m.meta.get("best_step")}')

@@ -14,6 +14,7 @@ import numpy as np, pandas as pd, torch
 import plotly.graph_objects as go
 from .weights import open_weights, Weights, LoraWeights, ModelPair, WeightsError, param_info, family
 from .spectral import _write_dir
+from .report import show_figure
 
 # %% auto 0
 __all__ = ['FUSED', 'METHODS', 'MERGEKIT_METHODS', 'MergeError', 'magnitude_prune', 'random_prune', 'outlier_prune', 'elect_sign',
@@ -989,9 +990,6 @@ def merge_widget(study:MergeStudy, methods=('task_arithmetic', 'ties', 'dare_tie
     alpha = W.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.1, description='α (LiNeS)')
     bars, curve, status = go.FigureWidget(), go.FigureWidget(), W.HTML()
     ind = study.individual().assign(label=lambda d: d.model)
-    def copy_into(fw, fig):
-        with fw.batch_update():
-            fw.data = []; fw.add_traces(fig.data); fw.layout = fig.layout
     def kw(m, l=None):
         p = METHODS[m].params
         out = {}
@@ -1004,10 +1002,10 @@ def merge_widget(study:MergeStudy, methods=('task_arithmetic', 'ties', 'dare_tie
         lam.disabled, dens.disabled, alpha.disabled = 'lam' not in p, 'density' not in p, m != 'lines'
         import time; t0 = time.time()
         cur = study.evaluate(m, **kw(m)).assign(label=f'{m} merge')
-        copy_into(bars, task_bars(pd.concat([ind[ind.task != 'lm_loss'], cur]), title=f'{m} {kw(m)}'))
+        show_figure(bars, task_bars(pd.concat([ind[ind.task != 'lm_loss'], cur]), title=f'{m} {kw(m)}'))
         if 'lam' in p:
             sw = pd.concat([study.evaluate(m, **kw(m, l)) for l in np.round(np.arange(0, 2.01, 0.25), 2)])
-            copy_into(curve, sweep_figure(sw, 'lam', title=f'{m}: accuracy per task vs λ'))
+            show_figure(curve, sweep_figure(sw, 'lam', title=f'{m}: accuracy per task vs λ'))
         lm = cur[cur.task == 'lm_loss'].task_loss
         status.value = f'LM loss {float(lm.iloc[0]):.3f} · {time.time() - t0:.1f} s' if len(lm) else f'{time.time() - t0:.1f} s'
     for w in (meth, lam, dens, alpha): w.observe(draw, 'value')

@@ -11,6 +11,7 @@ import numpy as np, pandas as pd, torch
 import torch.nn.functional as F
 import plotly.graph_objects as go
 from .arch import arch, hooks, cache, _unwrap
+from .report import show_figure
 
 # %% auto 0
 __all__ = ['METRICS', 'PatchError', 'Prompts', 'prompts', 'query_pairs', 'entity_pairs', 'act_patch', 'patch_heatmap',
@@ -710,8 +711,6 @@ def patch_widget(model, tok, clean, corrupt=None, # aligned prompts, as for `act
     met = W.Dropdown(options=list(metrics), description='metric')
     pos_fig, head_fig, attn_fig, status = go.FigureWidget(), go.FigureWidget(), go.FigureWidget(), W.HTML()
     state = {}
-    def copy_into(fw, fig):
-        with fw.batch_update(): fw.data = []; fw.add_traces(fig.data); fw.layout = fig.layout
     def sub(i):
         if i < 0: return P
         r = slice(i, i + 1)
@@ -719,7 +718,7 @@ def patch_widget(model, tok, clean, corrupt=None, # aligned prompts, as for `act
     def show_head(layer, head):
         i = max(ex.value, 0)
         A = attention_pattern(model, tok, P.clean[i], layer)[head]
-        copy_into(attn_fig, pattern_figure(A, toks(i), f'attention of L{layer}.h{head} on example {i}'))
+        show_figure(attn_fig, pattern_figure(A, toks(i), f'attention of L{layer}.h{head} on example {i}'))
         state['head'] = (layer, head)
     def click(trace, points, selector):
         if points.xs: show_head(int(points.ys[0]), int(str(points.xs[0])[1:]))
@@ -731,7 +730,7 @@ def patch_widget(model, tok, clean, corrupt=None, # aligned prompts, as for `act
         except PatchError as e:
             status.value = f'<b>{e}</b>'; return
         state.update(pos=pos, heads=hd)
-        copy_into(pos_fig, patch_heatmap(pos)); copy_into(head_fig, patch_heatmap(hd))
+        show_figure(pos_fig, patch_heatmap(pos)); show_figure(head_fig, patch_heatmap(hd))
         head_fig.data[0].on_click(click)
         b = hd.loc[hd.score.abs().idxmax()]
         status.value = (f"{met.value}: clean {pos.attrs['clean_value']:.3f}, corrupt {pos.attrs['corrupt_value']:.3f} "

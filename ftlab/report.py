@@ -11,7 +11,7 @@ from .tasks import TASKS, PRETRAIN_TASKS
 from .evaluate import evaluate_all, lm_loss
 
 # %% auto 0
-__all__ = ['write_atomic', 'Report', 'accuracy_figure', 'demo']
+__all__ = ['write_atomic', 'show_figure', 'Report', 'accuracy_figure', 'demo']
 
 # %% ../nbs/05_report.ipynb 5
 def write_atomic(path:str|Path, data:str|bytes) -> Path:
@@ -26,6 +26,12 @@ def write_atomic(path:str|Path, data:str|bytes) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True); raise
     return path
+
+def show_figure(fw, # a plotly `FigureWidget` on screen
+                fig:go.Figure) -> None:
+    "Replace `fw`'s traces and layout with `fig`'s in one batched update (how every ftlab widget redraws)."
+    with fw.batch_update():
+        fw.data = []; fw.add_traces(fig.data); fw.layout = fig.layout
 
 class Report:
     "Sections of markdown, tables and plotly figures, saved as one HTML file plus CSVs."

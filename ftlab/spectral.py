@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np, pandas as pd, torch
 import plotly.graph_objects as go
 from .weights import ModelPair, LoraWeights, open_weights, param_info, family, dora_weight
+from .report import show_figure
 
 # %% auto 0
 __all__ = ['MATRIX_KINDS', 'block_matrices', 'as_linear', 'content_key', 'cache_dir', 'base_svd', 'SVDCache', 'top_svd',
@@ -552,9 +553,6 @@ def intruder_widget(results:dict|Intruders): # {label: Intruders} (e.g. one per 
     k = W.IntSlider(value=first.k, min=1, max=first.k, description='k')
     eps = W.FloatSlider(value=first.eps, min=0.05, max=0.95, step=0.05, description='ε')
     heat, bars, curve = go.FigureWidget(), go.FigureWidget(), go.FigureWidget()
-    def copy_into(fw, fig):
-        with fw.batch_update():
-            fw.data = []; fw.add_traces(fig.data); fw.layout = fig.layout
     def pick(*_):
         pm = results[run.value].per_matrix
         layer.options = sorted(pm.layer.unique()); module.options = list(dict.fromkeys(pm.module))
@@ -563,9 +561,9 @@ def intruder_widget(results:dict|Intruders): # {label: Intruders} (e.g. one per 
         r = results[run.value].at(eps=eps.value, k=min(k.value, results[run.value].k))
         pm = r.per_matrix
         sel = pm[(pm.layer == layer.value) & (pm.module == module.value)]
-        if len(sel) and sel.name.iloc[0] in r.cos: copy_into(heat, cos_heatmap(r, sel.name.iloc[0]))
-        copy_into(bars, layer_figure(r))
-        copy_into(curve, eps_figure({l: x.at(k=min(k.value, x.k)) for l, x in results.items()}))
+        if len(sel) and sel.name.iloc[0] in r.cos: show_figure(heat, cos_heatmap(r, sel.name.iloc[0]))
+        show_figure(bars, layer_figure(r))
+        show_figure(curve, eps_figure({l: x.at(k=min(k.value, x.k)) for l, x in results.items()}))
     run.observe(pick, 'value')
     for w in (layer, module, k, eps): w.observe(draw, 'value')
     pick()
