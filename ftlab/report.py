@@ -61,7 +61,7 @@ class Report:
             if kind == 'table': write_atomic(out / f'{x[0]}.csv', x[1].to_csv(index=False))
         return write_atomic(out / 'report.html', self._html())
 
-# %% ../nbs/05_report.ipynb 9
+# %% ../nbs/05_report.ipynb 10
 def accuracy_figure(ev:pd.DataFrame, title:str='Accuracy per task') -> go.Figure:
     "Grouped bars of accuracy per task and split, with chance as markers."
     fig = go.Figure()
@@ -75,7 +75,7 @@ def accuracy_figure(ev:pd.DataFrame, title:str='Accuracy per task') -> go.Figure
                       scattermode='group', height=420, legend=dict(orientation='h', y=-0.2))
     return fig
 
-# %% ../nbs/05_report.ipynb 10
+# %% ../nbs/05_report.ipynb 11
 def demo(out:str|Path='reports/demo', # output directory
          model:str='llama', # zoo name, local HF dir or hub id
          n:int=256, # examples per task and split
@@ -114,7 +114,7 @@ def demo(out:str|Path='reports/demo', # output directory
     r.text(f'_Written by `ftlab demo` in {time.time() - t0:.0f} s._')
     return r.save(out)
 
-# %% ../nbs/05_report.ipynb 12
+# %% ../nbs/05_report.ipynb 13
 def _training_section(r, model, tok, out, model_tok, allow_pickle, task, steps, n):
     from ftlab.train import finetune, curves_figure, tradeoff_figure
     runs_ = {}
@@ -169,7 +169,7 @@ def _intruder_section(r, runs_, model, model_tok):
             'Intruders per matrix (k = 10, ε = 0.5) with the relative update size')
     r.table('intruder_summary', tab, 'Intruder counts and update rank per fine-tune')
 
-# %% ../nbs/05_report.ipynb 14
+# %% ../nbs/05_report.ipynb 15
 _MERGES = (('task arithmetic', 'task_arithmetic'), ('TIES', 'ties'), ('DARE TIES', 'dare_ties'),
            ('Model Stock', 'model_stock'), ('LiNeS', 'lines'), ('uniform soup', 'soup'))
 
@@ -256,7 +256,7 @@ def _localize_section(r, runs_:dict, m_tok, out, sparsities, n):
     r.table('localize_overlap', ov, f'Overlap of the {task} and {task2} grafts (Jaccard |A∩B|/|A∪B|, and its chance level)')
     return ev
 
-# %% ../nbs/05_report.ipynb 15
+# %% ../nbs/05_report.ipynb 16
 def _fixed_length(tok, task, n, seed):
     "`n` examples of `task` whose prompts all have the most common token length (patching aligns positions)."
     from ftlab.tasks import get_task
