@@ -131,7 +131,7 @@ def main():
         print(f'best of {args.repeat} runs each; ranges: reference {rng("reference", "seconds")}, '
               f'ftlab cold {rng("ftlab", "seconds")}, warm {rng("ftlab", "warm_seconds")}')
         # each repeat runs the reference and then ftlab back to back: their ratio is the least sensitive to the
-        # machine's slow and fast phases (which can move the reference by 20% between repeats)
+        # machine's slow and fast phases (which moved the reference by 25% between repeats here)
         for key, what in (('seconds', 'cold'), ('warm_seconds', 'warm')):
             q = sorted(r['seconds'] / f[key] for r, f in zip(runs['reference'], runs['ftlab']))
             print(f'paired speed-up ({what}, reference / ftlab within each repeat): median {statistics.median(q):.1f}x, '
