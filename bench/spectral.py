@@ -74,14 +74,14 @@ def part(which:str, args) -> dict:
         hows = []
         for lab, ft in zip(labels, fts):
             p = ModelPair(base, ft); p.config = 'llama'
-            r = intruders(p, args.k, args.eps, cache=cache, keep_cos=False, progress=False)
-            counts.update({f'{lab}|{m.name}': m.intruders for m in r.per_matrix.itertuples()})
-            hows += r.per_matrix.how.tolist()
+            pm = intruders(p, args.k, args.eps, cache=cache, keep_cos=False, progress=False).per_matrix
+            counts.update({f'{lab}|{m.name}': m.intruders for m in pm.itertuples()})
+            hows += pm.how.tolist()
         cold = time.perf_counter() - t0
         t1 = time.perf_counter()
         for lab, ft in zip(labels, fts):
             p = ModelPair(base, ft); p.config = 'llama'
-            intruders(p, args.k, args.eps, cache=cache, keep_cos=False, progress=False)
+            intruders(p, args.k, args.eps, cache=cache, keep_cos=False, progress=False).per_matrix   # the counts, as above
         extra = dict(warm_seconds=time.perf_counter() - t1, cold_seconds=cold,
                      topk_share=sum(h == 'topk' for h in hows) / len(hows))
     secs = extra.pop('cold_seconds', time.perf_counter() - t0)

@@ -237,11 +237,14 @@ class Intruders:
         t = self.scores[self.scores.j <= self.k].copy()
         t['is_intruder'] = t.s < self.eps
         return t.reset_index(drop=True)
+    def _hits(self) -> np.ndarray:
+        "Boolean mask over `scores`: the intruders at this k and ε."
+        return (self.scores.j.to_numpy() <= self.k) & (self.scores.s.to_numpy() < self.eps)
     @property
     def per_matrix(self) -> pd.DataFrame:
         "One row per matrix: intruder count, the relative update size ‖ΔW‖F/‖W0‖F, how the top k were found."
-        c = self.table.groupby('name', sort=False).is_intruder.sum().rename('intruders')
-        return self.matrices.join(c, on='name').fillna({'intruders': 0}).astype({'intruders': int})
+        idx = pd.Index(self.matrices.name).get_indexer(self.scores.name[self._hits()])   # (numpy: pandas' groupby
+        return self.matrices.assign(intruders=np.bincount(idx, minlength=len(self.matrices)))  # + join took 8 ms)
     @property
     def per_layer(self) -> pd.DataFrame:
         "Intruder counts per layer (rows) and module (columns)."
@@ -249,7 +252,7 @@ class Intruders:
     @property
     def count(self) -> int:
         "Model-level count: the sum over matrices."
-        return int(self.table.is_intruder.sum())
+        return int(self._hits().sum())
     def eps_curve(self, eps=np.round(np.arange(0.05, 1.0, 0.05), 2)) -> pd.DataFrame:
         "Model-level intruder count for each ε (and the current k)."
         t = self.scores[self.scores.j <= self.k]
@@ -282,7 +285,7 @@ def intruders(pair, # `ModelPair`, or (base, fine-tune): anything `open_weights`
                          f'use k ≤ {min(min(s) for s in mats["shape"])}.')
     rows, info, cos, errors = [], [], {}, []
     for m in tqdm(mats.itertuples(), total=len(mats), desc='intruders', disable=not progress):
-        W0, Wt = as_linear(m.name, pair.base[m.name], config), as_linear(m.name, pair.ft[m.name], config)
+        W0, Wt = as_linear(m.name, pair.base.view(m.name), config), as_linear(m.name, pair.ft.view(m.name), config)
         dW = Wt - W0
         n0, nd = float(W0.norm()), float(dW.norm())     # finite norms: both matrices are finite (cheaper than isfinite)
         if not math.isfinite(n0 + nd):
@@ -383,7 +386,7 @@ def delta_rank(pair, energy:float=0.9, adapter=None, kinds=MATRIX_KINDS, layers=
     cache = cache if isinstance(cache, SVDCache) else SVDCache(cache)
     gauss, rows = {}, []
     for m in block_matrices(pair, config, kinds, layers).itertuples():
-        W0, Wt = as_linear(m.name, pair.base[m.name], config), as_linear(m.name, pair.ft[m.name], config)
+        W0, Wt = as_linear(m.name, pair.base.view(m.name), config), as_linear(m.name, pair.ft.view(m.name), config)
         dW = Wt - W0
         S0, Sd = cache.get(W0)[1], torch.linalg.svdvals(dW)
         if m.shape not in gauss:
@@ -426,7 +429,7 @@ def scale_intruders(pair, lam:float=0.75, # new singular value of each intruder:
         if out.exists() and not overwrite: raise FileExistsError(f'{out} exists; pass overwrite=True to replace it.')
     new, rows = {}, []
     for m in tqdm(block_matrices(pair, config).itertuples(), desc='scale intruders', disable=not progress):
-        W0, Wt = as_linear(m.name, pair.base[m.name], config), as_linear(m.name, pair.ft[m.name], config)
+        W0, Wt = as_linear(m.name, pair.base.view(m.name), config), as_linear(m.name, pair.ft.view(m.name), config)
         if not (Wt - W0).any(): continue
         U, S, Vh = _svd(Wt)
         U0 = cache.get(W0)[0]

@@ -70,6 +70,9 @@ class Weights(Mapping):
             from safetensors import safe_open
             with safe_open(str(f), 'pt') as h: return h.get_tensor(k)
         return torch.load(f, map_location='cpu', weights_only=True, mmap=True)[k].clone()
+    def view(self, k):
+        "Tensor `k` without the copy that `w[k]` makes of in-memory tensors: for code that only reads it."
+        return self._tensors[k] if self._tensors is not None else self[k]
     def __iter__(self): return iter(self._tensors if self._tensors is not None else self._files)
     def __len__(self): return len(self._tensors if self._tensors is not None else self._files)
     @property
@@ -137,9 +140,9 @@ class LoraWeights(Mapping):
         B, A = (p['lora_embedding_B'], p['lora_embedding_A']) if 'lora_embedding_A' in p else (p['lora_B'], p['lora_A'])
         d = s * (B.float() @ A.float())
         return d.T if self._transposed(name) else d
-    def __getitem__(self, k):
+    def __getitem__(self, k, view=False):
         "The base tensor, or for an adapter target the merged weight in float32 (so deltas survive bf16 bases)."
-        w0 = self.base[k]
+        w0 = self.base.view(k) if view else self.base[k]
         if k not in self.parts: return w0
         w = w0.float() + self.delta(k)
         mag = self.parts[k].get('lora_magnitude_vector')
@@ -147,6 +150,9 @@ class LoraWeights(Mapping):
             if 'lora_embedding_A' in self.parts[k]: raise NotImplementedError(f'DoRA on embeddings ({k}) is not supported.')
             w = dora_weight(w, mag, self._transposed(k))
         return w
+    def view(self, k):
+        "Like `w[k]`, without copying a tensor the adapter leaves unchanged (for code that only reads it)."
+        return self.__getitem__(k, view=True)
     def __iter__(self): return iter(self.base)
     def __len__(self): return len(self.base)
     @property
