@@ -140,9 +140,13 @@ class LoraWeights(Mapping):
         B, A = (p['lora_embedding_B'], p['lora_embedding_A']) if 'lora_embedding_A' in p else (p['lora_B'], p['lora_A'])
         d = s * (B.float() @ A.float())
         return d.T if self._transposed(name) else d
-    def __getitem__(self, k, view=False):
+    def __getitem__(self, k):
         "The base tensor, or for an adapter target the merged weight in float32 (so deltas survive bf16 bases)."
-        w0 = self.base.view(k) if view else self.base[k]
+        return self._apply(k, self.base[k])
+    def view(self, k):
+        "Like `w[k]`, without copying a tensor the adapter leaves unchanged (for code that only reads it)."
+        return self._apply(k, self.base.view(k))
+    def _apply(self, k, w0):
         if k not in self.parts: return w0
         w = w0.float() + self.delta(k)
         mag = self.parts[k].get('lora_magnitude_vector')
@@ -150,9 +154,6 @@ class LoraWeights(Mapping):
             if 'lora_embedding_A' in self.parts[k]: raise NotImplementedError(f'DoRA on embeddings ({k}) is not supported.')
             w = dora_weight(w, mag, self._transposed(k))
         return w
-    def view(self, k):
-        "Like `w[k]`, without copying a tensor the adapter leaves unchanged (for code that only reads it)."
-        return self.__getitem__(k, view=True)
     def __iter__(self): return iter(self.base)
     def __len__(self): return len(self.base)
     @property
