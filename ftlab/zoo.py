@@ -12,8 +12,8 @@ from .tasks import make_tokenizer, get_task, PRETRAIN_TASKS, HELD_OUT_TASKS, TAS
 from .evaluate import evaluate, evaluate_all, lm_loss
 
 # %% auto 0
-__all__ = ['SPECS', 'ZOO_DIR', 'model_config', 'build_model', 'tiny_model', 'ZooSpec', 'pack_batch', 'pretrain', 'model_card',
-           'zoo_names', 'load']
+__all__ = ['SPECS', 'ZOO_DIR', 'model_config', 'build_model', 'tiny_model', 'ZooSpec', 'pack_batch', 'doc_positions', 'pretrain',
+           'model_card', 'zoo_names', 'load']
 
 # %% ../nbs/04_zoo.ipynb 6
 def model_config(family:str, # 'llama' or 'gpt2'
@@ -67,6 +67,7 @@ class ZooSpec:
     hints_until: float = 0.8
     hint_boxes: tuple = ()  # (lo, hi): hinted entity examples have lo-hi boxes and ask every box (the probe's recipe)
     tied: bool|None = None  # output head tied to the token embeddings (None: the family's default, `model_config`)
+    doc_positions: bool = False  # positions restart at each example's <bos>, attention stays within it (`doc_positions`)
 
 # the default's recipe: answers only and extra weight for the binding tasks, entity hints in 2-3-box examples
 _BINDING_RECIPE = dict(steps=10000, answer_only=('entity', 'kv'), weights={'entity': 4.0, 'kv': 3.0}, hints=('entity',),
@@ -134,7 +135,20 @@ def pack_batch(tok, rng:np.random.Generator, tasks=PRETRAIN_TASKS, batch_size:in
         labels += lab + A
     return torch.tensor(ids[:need]).view(batch_size, seq_len), torch.tensor(labels[:need]).view(batch_size, seq_len)
 
-# %% ../nbs/04_zoo.ipynb 14
+def doc_positions(ids:torch.Tensor, labels:torch.Tensor, bos_id:int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(position_ids, labels)` for a packed batch `ids` whose examples start with `bos_id`: positions restart at 0
+    at each example, as when it is evaluated alone. Hugging Face models then keep attention within each example:
+    they read packed sequences from `position_ids` when neither an `attention_mask` nor a cache is given
+    (call them with `use_cache=False`). The fragment before a
+    row's first `<bos>` (an example cut at the previous row's end) would start at position 0 mid-example:
+    its labels become -100."""
+    B, L = ids.shape
+    idx = torch.arange(L).expand(B, L)
+    start = torch.where(ids == bos_id, idx, torch.zeros_like(idx)).cummax(1).values
+    labels = labels.masked_fill((ids == bos_id).long().cummax(1).values == 0, -100)
+    return idx - start, labels
+
+# %% ../nbs/04_zoo.ipynb 15
 def _lr_lambda(spec):
     def f(step):
         if step < spec.warmup: return (step + 1) / spec.warmup
@@ -153,7 +167,7 @@ def _quick_eval(model, tok, n=128):
     acc = {t: float(evaluate(model, tok, t, n=n, seed=777).summary.accuracy[0]) for t in TASKS}
     return dict(acc=acc, lm_loss=lm_loss(model, tok))
 
-# %% ../nbs/04_zoo.ipynb 15
+# %% ../nbs/04_zoo.ipynb 16
 def pretrain(spec:ZooSpec, out:str|Path, # output HF model directory (written atomically at the end)
              threads:int|None=None, # torch threads (default: min(2, cores)); set OMP_WAIT_POLICY=ACTIVE too
              progress:bool=True, max_seconds:float|None=None) -> Path:
@@ -181,7 +195,9 @@ def pretrain(spec:ZooSpec, out:str|Path, # output HF model directory (written at
         batch, labels = pack_batch(tok, np.random.default_rng(_seed(spec.name, spec.seed, step)), spec.tasks,
                                    spec.batch_size, spec.seq_len, spec.answer_only, spec.weights,
                                    spec.hints if step < spec.hints_until * spec.steps else (), spec.hint_boxes)
-        loss = model(input_ids=batch, labels=labels).loss
+        pos = None
+        if spec.doc_positions: pos, labels = doc_positions(batch, labels, tok.bos_token_id)
+        loss = model(input_ids=batch, labels=labels, position_ids=pos, use_cache=False).loss
         if not torch.isfinite(loss): raise FloatingPointError(f'Loss became {loss.item()} at step {step}; '
                                                               f'lower ZooSpec.lr (now {spec.lr}).')
         loss.backward(); torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -201,7 +217,7 @@ def pretrain(spec:ZooSpec, out:str|Path, # output HF model directory (written at
         if max_seconds and time.time() - tic > max_seconds and done < spec.steps: return work
     return _finish(model, tok, spec, work, out)
 
-# %% ../nbs/04_zoo.ipynb 17
+# %% ../nbs/04_zoo.ipynb 18
 def _finish(model, tok, spec, work, out):
     final = out.with_name(out.name + '.final')
     shutil.rmtree(final, ignore_errors=True)
@@ -255,7 +271,7 @@ pre-trained by ftlab (`ftlab.zoo.pretrain`) from a seeded initialisation on its 
 {rows}
 """
 
-# %% ../nbs/04_zoo.ipynb 22
+# %% ../nbs/04_zoo.ipynb 23
 def zoo_names() -> list[str]:
     "Names of the zoo models that are present in the package."
     return sorted(p.name for p in ZOO_DIR.iterdir() if (p / 'config.json').exists()) if ZOO_DIR.exists() else []
