@@ -249,6 +249,9 @@ def model_card(d:str|Path, name:str|None=None) -> str:
     last = [r for r in log if 'loss' in r][-1]
     from ftlab.weights import Weights
     n_params = sum(int(np.prod(v)) for v in Weights(d).shapes.values())
+    tied = json.loads((d / 'config.json').read_text()).get('tie_word_embeddings')
+    packing = ('positions restart at each example and attention stays within it (`doc_positions`)' if spec.get('doc_positions')
+               else 'positions run along the row and attention crosses examples')
     tab = ev.pivot(index='task', columns='split', values='accuracy').reindex(list(TASKS))
     chance = ev.pivot(index='task', columns='split', values='chance').reindex(list(TASKS))
     rows = '\n'.join(f"| {t} | {'pre-training' if t in spec['tasks'] else 'held out'} | {tab.loc[t, 'id']:.3f} | "
@@ -261,6 +264,7 @@ pre-trained by ftlab (`ftlab.zoo.pretrain`) from a seeded initialisation on its 
 - Pre-training tasks: {', '.join(spec['tasks'])} (held out: {', '.join(t for t in TASKS if t not in spec['tasks'])})
 - Steps: {last['step']:,} of batch {spec['batch_size']}×{spec['seq_len']} packed tokens ({last['tokens']:,} tokens), seed {spec['seed']}
 - Loss on every token{_loss_note(spec)}
+- Examples packed end to end into the rows: {packing}; output head {'tied to' if tied else 'separate from'} the token embeddings
 - AdamW lr {spec['lr']} (warm-up {spec['warmup']}, cosine to 10%), weight decay {spec['weight_decay']}
 - Final training loss {last['loss']:.3f}; wall time {last['elapsed'] / 60:.1f} min on the machine that trained it
 
