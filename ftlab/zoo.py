@@ -139,10 +139,9 @@ def pack_batch(tok, rng:np.random.Generator, tasks=PRETRAIN_TASKS, batch_size:in
 def doc_positions(ids:torch.Tensor, labels:torch.Tensor, bos_id:int) -> tuple[torch.Tensor, torch.Tensor]:
     """`(position_ids, labels)` for a packed batch `ids` whose examples start with `bos_id`: positions restart at 0
     at each example, as when it is evaluated alone. Hugging Face models then keep attention within each example:
-    they read packed sequences from `position_ids` when neither an `attention_mask` nor a cache is given
-    (call them with `use_cache=False`). The fragment before a
-    row's first `<bos>` (an example cut at the previous row's end) would start at position 0 mid-example:
-    its labels become -100."""
+    they read packed sequences from `position_ids` when neither an `attention_mask` nor a cache is given (call
+    them with `use_cache=False`). The fragment before a row's first `<bos>` (an example cut at the previous row's
+    end) would start at position 0 mid-example: its labels become -100."""
     B, L = ids.shape
     idx = torch.arange(L).expand(B, L)
     start = torch.where(ids == bos_id, idx, torch.zeros_like(idx)).cummax(1).values
@@ -251,7 +250,8 @@ def model_card(d:str|Path, name:str|None=None) -> str:
     from ftlab.weights import Weights
     n_params = sum(int(np.prod(v)) for v in Weights(d).shapes.values())
     tied = json.loads((d / 'config.json').read_text()).get('tie_word_embeddings')
-    packing = ('positions restart at each example and attention stays within it (`doc_positions`; the fragment that opens a row is out of the loss)' if spec.get('doc_positions')
+    packing = ('positions restart at each example and attention stays within it (`doc_positions`; the fragment '
+               'that opens a row is out of the loss)' if spec.get('doc_positions')
                else 'positions run along the row and attention crosses examples')
     tab = ev.pivot(index='task', columns='split', values='accuracy').reindex(list(TASKS))
     chance = ev.pivot(index='task', columns='split', values='chance').reindex(list(TASKS))

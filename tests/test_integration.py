@@ -135,18 +135,14 @@ def test_zoo_entity_tracking_present_not_mastered(name):
     assert 2 * o.chance < o.accuracy < 0.9, ('6-8 boxes', float(o.accuracy), float(o.chance))
 
 def test_zoo_gpt2_alternative_is_gpt2_style():
-    """The alternative is a GPT-2 model (learned absolute positions, LayerNorm, GELU) that saves and loads as one,
-    trained with the recipe its spec names (untied head, positions restarting at each packed example); that it
-    learned its tasks is `test_zoo_model_learned_its_tasks`, and its binding carries to 2-5 boxes."""
-    from ftlab.evaluate import evaluate
+    """The alternative is a GPT-2 model (learned absolute positions) trained with the recipe its spec names: untied
+    head, positions restarting at each packed example. That it learned its tasks, entity tracking and kv recall
+    included, is `test_zoo_model_learned_its_tasks`."""
     m, tok = ftlab.zoo.load('gpt2')
-    assert type(m).__name__ == 'GPT2LMHeadModel' and m.config.n_positions == 256
+    assert type(m).__name__ == 'GPT2LMHeadModel' and m.transformer.wpe.weight.shape[0] == m.config.n_positions
     assert not m.config.tie_word_embeddings and m.lm_head.weight.data_ptr() != m.transformer.wte.weight.data_ptr()
     spec = json.loads((ftlab.zoo.ZOO_DIR / 'gpt2' / 'zoo_spec.json').read_text())
     assert spec['doc_positions'] is True and spec['tied'] is False
-    for t in ('entity', 'kv'):
-        r = evaluate(m, tok, t, n=128).summary.iloc[0]
-        assert r.accuracy > 2 * r.chance, (t, float(r.accuracy), float(r.chance))
 
 @pytest.mark.parametrize('name', ['llama', 'gpt2'])
 def test_zoo_model_learned_its_tasks(name):
