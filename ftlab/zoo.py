@@ -142,11 +142,9 @@ def doc_positions(ids:torch.Tensor, labels:torch.Tensor, bos_id:int) -> tuple[to
     they read packed sequences from `position_ids` when neither an `attention_mask` nor a cache is given (call
     them with `use_cache=False`). The fragment before a row's first `<bos>` (an example cut at the previous row's
     end) would start at position 0 mid-example: its labels become -100."""
-    B, L = ids.shape
-    idx = torch.arange(L).expand(B, L)
-    start = torch.where(ids == bos_id, idx, torch.zeros_like(idx)).cummax(1).values
-    labels = labels.masked_fill((ids == bos_id).long().cummax(1).values == 0, -100)
-    return idx - start, labels
+    idx = torch.arange(ids.shape[1]).expand_as(ids)
+    start = torch.where(ids == bos_id, idx, -1).cummax(1).values      # the last <bos> at or before each token; -1: none yet
+    return idx - start.clamp_min(0), labels.masked_fill(start < 0, -100)
 
 # %% ../nbs/04_zoo.ipynb 15
 def _lr_lambda(spec):
