@@ -91,8 +91,8 @@ def base_svd(W:torch.Tensor, # float32 [m, n]
     lam, P = lam.flip(0), P.flip(1)
     S = lam.clamp_min(0).sqrt()
     if not S[-1] * cond > S[0]: return _svd(W)[:2]                # W V / σ would lose accuracy (or divide by 0)
-    U = P if left else (W64 @ P) / S
-    return U.float().contiguous(), S.float()
+    U = P.float() if left else W @ (P / S).float()                 # U = W V / σ (in float32: as accurate, and faster)
+    return U.contiguous(), S.float()
 
 class SVDCache:
     "Thin SVDs (U, S) of float32 matrices keyed by content: in memory (up to `max_bytes`) and on disk."
@@ -135,6 +135,17 @@ def _gaps(S):
     d = -S.diff()
     return torch.minimum(d, torch.cat([d.new_tensor([math.inf]), d[:-1]]))
 
+def _AX(A, X):
+    "A @ X for a thin X, as (Xᵀ Aᵀ)ᵀ: the layout MKL runs fastest, for a row-major A and for its transpose."
+    return (X.T.contiguous() @ A.T).T
+
+def _cheb(G, X, Z, a:float, degree:int):
+    "Orthonormal basis of T_d((2G − a)/a) X, given Z = G X: damps the spectrum in [0, a], amplifies the rest."
+    Y0, Y1 = X, torch.sub(Z, X, alpha=a / 2).mul_(2 / a)                  # (2/a) Z − X
+    for _ in range(degree - 1):
+        Y0, Y1 = Y1, torch.addmm(Y0, G, Y1, beta=-1, alpha=4 / a).sub_(Y1, alpha=2)
+    return torch.linalg.qr(Y1).Q
+
 def _rayleigh_ritz(G, Q):
     "Ritz values (descending), vectors X and G X of the symmetric `G` on the orthonormal block `Q`."
     Z = G @ Q
@@ -158,38 +169,42 @@ def top_svd(W:torch.Tensor, # float32 [m, n]
     if k > r: raise ValueError(f'k={k} is larger than the matrix allows ({m}×{n} has {r} singular values); use k ≤ {r}.')
     if 2 * (k + 2 * p) >= r: return _full(W, k)
     left = m <= n                                # work on the smaller side: A = W (r × c) or Wᵀ
-    G = _gram(W if left else W.T)                # the r × r Gram matrix: one product, then cheap iterations
+    A = W if left else W.T
+    G = _gram(A)                                 # the r × r Gram matrix: one product, then cheap iterations
     g = torch.Generator().manual_seed(seed)
-    start = []                                   # (thin products written in the layout BLAS runs fastest)
-    if U0 is not None: start.append(U0[:, :k + p] if left else (U0[:, :k + p].T @ W).T)
-    if dW is not None:
-        Om = torch.randn(p, n if left else m, generator=g)
-        start.append(dW @ Om.T if left else (Om @ dW).T)
+    start = []
+    if U0 is not None: start.append(U0[:, :k + p] if left else _AX(A, U0[:, :k + p]))
+    if dW is not None: start.append(_AX(dW if left else dW.T, torch.randn(p, A.shape[1], generator=g).T))
     have = sum(s.shape[1] for s in start)
     if have < k + 2 * p: start.append(G @ torch.randn(r, k + 2 * p - have, generator=g))
     Q, prev = torch.linalg.qr(torch.cat(start, 1)).Q, math.inf
+    # a first filter before the first Rayleigh–Ritz step, damping [0, a] with a the start block's smallest
+    # Rayleigh quotient (not below its smallest Ritz value, which the later filters use)
+    Z = G @ Q
+    a = float((Q * Z).sum(0).min())
+    if a > 0: Q = _cheb(G, Q, Z, a, degree)
     for it in range(1, max_iter + 1):
         lam, X, Z = _rayleigh_ritz(G, Q)
         sig = lam[:k + 1].clamp_min(0).sqrt()
         gap = _gaps(sig)[:k]
         if it >= 3 and (gap < min_gap * sig[0]).any(): break
-        est = ((Z[:, :k] - X[:, :k] * lam[:k]).norm(dim=0) / sig[:k] / gap).max().item()
+        est = ((Z[:, :k] - X[:, :k] * lam[:k]).norm(dim=0) / (sig[:k] * gap)).max().item()
         stalled = it >= 3 and est > prev / 2
         if est < tol or stalled:
             # certify against W itself in float64. If float32 rounding stalled the estimate (the Gram matrix
             # carries float32 errors), refine the block with float64 subspace steps on W first
-            W64 = W.double()
+            A64 = A.double()
             Q64 = torch.linalg.qr(X.double()).Q if stalled else X[:, :k + 1].double()
             for step in range(5 if stalled else 1):
                 if stalled:
-                    Q64 = torch.linalg.qr(W64 @ (Q64.T @ W64).T if left else ((W64 @ Q64).T @ W64).T).Q
-                    Ub, s, Vh = torch.linalg.svd(Q64.T @ W64 if left else (W64 @ Q64).T, full_matrices=False)
+                    Q64 = torch.linalg.qr(_AX(A64, _AX(A64.T, Q64))).Q
+                    Ub, s, Vh = torch.linalg.svd(_AX(A64.T, Q64).T, full_matrices=False)
                     X64, V64 = Q64 @ Ub[:, :k + 1], Vh[:k + 1].T
                 else:
                     X64 = Q64
-                    V64 = (X64.T @ W64).T if left else W64 @ X64                # Aᵀx
+                    V64 = _AX(A64.T, X64)                                         # Aᵀx
                     s = V64.norm(dim=0); V64 = V64 / s
-                AV = W64 @ V64[:, :k] if left else (V64[:, :k].T @ W64).T      # A v
+                AV = _AX(A64, V64[:, :k])                                         # A v
                 res = (AV - X64[:, :k] * s[:k]).norm(dim=0)                    # ‖A v − σ x‖; Aᵀx = σv holds exactly
                 gap64 = _gaps(s[:k + 1])[:k]
                 if (gap64 < min_gap * s[0]).any(): return _full(W, k)             # too close for the reference to separate
@@ -200,10 +215,7 @@ def top_svd(W:torch.Tensor, # float32 [m, n]
         prev = est
         # Chebyshev filter T_d((2G − a)/a) on the Ritz vectors: damps [0, a] (a: the block's smallest Ritz
         # value) and amplifies the top of the spectrum far faster than d plain products with G would
-        a = lam[-1].clamp_min(lam[0] * 1e-6)
-        Y0, Y1 = X, (2 / a) * Z - X
-        for _ in range(degree - 1): Y0, Y1 = Y1, (4 / a) * (G @ Y1) - 2 * Y1 - Y0
-        Q = torch.linalg.qr(Y1).Q
+        Q = _cheb(G, X, Z, max(float(lam[-1]), float(lam[0]) * 1e-6), degree)
     return _full(W, k)
 
 
@@ -290,23 +302,24 @@ def intruders(pair, # `ModelPair`, or (base, fine-tune): anything `open_weights`
     for m in tqdm(mats.itertuples(), total=len(mats), desc='intruders', disable=not progress):
         W0, Wt = as_linear(m.name, pair.base.view(m.name), config), as_linear(m.name, pair.ft.view(m.name), config)
         dW = Wt - W0
-        n0, nd = float(W0.norm()), float(dW.norm())     # finite norms: both matrices are finite (cheaper than isfinite)
-        if not math.isfinite(n0 + nd):
+        nd = float(dW.norm())     # a finite norm: both matrices are finite (cheaper than isfinite; NaN/inf in W0 reach dW)
+        if not math.isfinite(nd):
             bad = [w for w, x in (('base', W0), ('fine-tune', Wt)) if not torch.isfinite(x).all()]
             if bad:
                 errors.append(dict(layer=m.layer, module=m.module, name=m.name, problem=f'NaN/inf in the {" and ".join(bad)} matrix'))
                 continue
         U0, S0 = cache.get(W0)
+        n0 = float(S0.double().square().sum().sqrt())    # ‖W0‖F
         if nd == 0 and not dW.any(): U, S, how = U0[:, :k], S0[:k], 'unchanged'   # (a norm can underflow)
         elif method == 'full': U, S, _, how = _full(Wt, k)
         else: U, S, _, how = top_svd(Wt, k, U0, dW)
-        M = (U.T @ U0).abs()
+        M = _AX(U0.T, U).T.abs()                          # |Uᵀ U0|, k × r
         s, best = M.max(1)
         if keep_cos: cos[m.name] = M.half()
         info.append(dict(layer=m.layer, module=m.module, name=m.name, shape=m.shape,
                          rel_update=nd / n0 if n0 else math.nan if nd == 0 else math.inf, how=how))
-        rows += [dict(layer=m.layer, module=m.module, name=m.name, j=j + 1, sigma=float(S[j]), s=float(s[j]),
-                      best_base=int(best[j]) + 1) for j in range(k)]
+        rows += [dict(layer=m.layer, module=m.module, name=m.name, j=j + 1, sigma=sj, s=cj, best_base=bj + 1)
+                 for j, (sj, cj, bj) in enumerate(zip(S[:k].tolist(), s.tolist(), best.tolist()))]
     cols = ['layer', 'module', 'name', 'j', 'sigma', 's', 'best_base']
     return Intruders(pd.DataFrame(rows, columns=cols), pd.DataFrame(info, columns=['layer', 'module', 'name', 'shape', 'rel_update', 'how']),
                      k, eps, cos, pd.DataFrame(errors, columns=['layer', 'module', 'name', 'problem']))
