@@ -83,16 +83,18 @@ def _gram(A:torch.Tensor) -> torch.Tensor:
 
 def base_svd(W:torch.Tensor, # float32 [m, n]
              cond:float=1e4, # above this σ_1/σ_r, the float32 SVD instead
+             gram:bool=False, # also return the Gram matrix it decomposed, in float32
             ) -> tuple[torch.Tensor, torch.Tensor]:
     "(U, S) of `W` from the eigendecomposition of its float64 Gram matrix; the thin float32 SVD if `W` is ill-conditioned."
     m, n = W.shape; left = m <= n
     W64 = W.double()
-    lam, P = torch.linalg.eigh(_gram(W64 if left else W64.T))    # the smaller Gram: W Wᵀ (its U) or Wᵀ W (its V)
+    G = _gram(W64 if left else W64.T)                             # the smaller Gram: W Wᵀ (its U) or Wᵀ W (its V)
+    lam, P = torch.linalg.eigh(G)
     lam, P = lam.flip(0), P.flip(1)
     S = lam.clamp_min(0).sqrt()
-    if not S[-1] * cond > S[0]: return _svd(W)[:2]                # W V / σ would lose accuracy (or divide by 0)
-    U = P.float() if left else W @ (P / S).float()                 # U = W V / σ (in float32: as accurate, and faster)
-    return U.contiguous(), S.float()
+    if not S[-1] * cond > S[0]: U, S = _svd(W)[:2]                # W V / σ would lose accuracy (or divide by 0)
+    else: U, S = (P.float() if left else W @ (P / S).float()).contiguous(), S.float()   # U = W V / σ (in float32: as accurate, and faster)
+    return (U, S, G.float()) if gram else (U, S)
 
 class SVDCache:
     "Thin SVDs (U, S) of float32 matrices keyed by content: in memory (up to `max_bytes`) and on disk."
@@ -100,21 +102,27 @@ class SVDCache:
                  max_bytes:int=2**30):
         self.path = None if path is False else Path(path) if path not in (None, True) else cache_dir() / 'svd'
         self.mem, self.max_bytes, self.hits, self.misses = OrderedDict(), max_bytes, 0, 0
+        self.grams = {}       # key → float32 Gram matrix of the bases decomposed here (memory only; see `top_svd`)
     def _remember(self, key, v):
         self.mem[key] = v
-        while len(self.mem) > 1 and sum(u.nbytes + s.nbytes for u, s in self.mem.values()) > self.max_bytes:
-            self.mem.popitem(last=False)
-    def get(self, W:torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        size = lambda k: sum(t.nbytes for t in self.mem[k]) + (self.grams[k].nbytes if k in self.grams else 0)
+        while len(self.mem) > 1 and sum(size(k) for k in self.mem) > self.max_bytes:
+            self.grams.pop(self.mem.popitem(last=False)[0], None)
+    def get(self, W:torch.Tensor, # float32 [m, n]
+            gram:bool=False, # also return its Gram matrix (as `base_svd`), or None if this cache did not compute it
+           ) -> tuple[torch.Tensor, torch.Tensor]:
         "(U, S) of `W` (float32 [m, n]): from memory, from disk, or computed (`base_svd`)."
         key = content_key(W)
-        if key in self.mem: self.hits += 1; self.mem.move_to_end(key); return self.mem[key]
+        if key in self.mem:
+            self.hits += 1; self.mem.move_to_end(key)
+            return (*self.mem[key], self.grams.get(key)) if gram else self.mem[key]
         f = self.path / f'{key}.safetensors' if self.path else None
         if f is not None and f.exists():
             from safetensors.torch import load_file
             d = load_file(f); v = (d['U'], d['S']); self.hits += 1
         else:
             self.misses += 1
-            U, S = base_svd(W)
+            U, S, self.grams[key] = base_svd(W, gram=True)
             v = (U, S)
             if f is not None:
                 from safetensors.torch import save_file
@@ -122,7 +130,7 @@ class SVDCache:
                 tmp = f.with_name(f'{f.stem}.{os.getpid()}.tmp')
                 save_file({'U': U.contiguous(), 'S': S.contiguous()}, tmp); os.replace(tmp, f)
         self._remember(key, v)
-        return v
+        return (*v, self.grams.get(key)) if gram else v
     def __repr__(self): return f'SVDCache({self.path or "memory"}, {len(self.mem)} in memory, {self.hits} hits, {self.misses} misses)'
 
 # %% ../nbs/04b_spectral.ipynb 14
@@ -163,6 +171,8 @@ def top_svd(W:torch.Tensor, # float32 [m, n]
             p:int=5, # oversampling: the block has k + 2p vectors
             seed:int=0,
             min_gap:float=1e-4, # two of the top k+1 singular values closer than min_gap·σ_1: the full SVD
+            G0:torch.Tensor|None=None, # the base's Gram matrix (`base_svd(W0, gram=True)`): with it, a low-rank dW updates it
+            sketch:int=32, # columns of the sketch of dW that detects a rank below `sketch` (with `G0`)
            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, str]:
     "Top-`k` (U, S, Vh) of `W` and how they were found: 'topk' (certified subspace iteration) or 'full' (SVD)."
     m, n = W.shape; r = min(m, n)
@@ -170,11 +180,26 @@ def top_svd(W:torch.Tensor, # float32 [m, n]
     if 2 * (k + 2 * p) >= r: return _full(W, k)
     left = m <= n                                # work on the smaller side: A = W (r × c) or Wᵀ
     A = W if left else W.T
-    G = _gram(A)                                 # the r × r Gram matrix: one product, then cheap iterations
     g = torch.Generator().manual_seed(seed)
+    G = Y = None
+    if dW is not None:
+        D = dW if left else dW.T
+        Y = _AX(D, torch.randn(max(p, sketch if G0 is not None else 0), A.shape[1], generator=g).T)   # D Ω
+    if G0 is not None and Y is not None and Y.shape[1] > p:
+        # a low-rank update D ≈ B Z (B orthonormal: the sketch's range) changes the Gram matrix by low-rank terms:
+        # A Aᵀ = G0 + E Bᵀ + B Hᵀ with H = A Zᵀ and E = H − B Z Zᵀ: three thin products instead of one full one
+        Qy, R = torch.linalg.qr(Y)
+        big = R.diagonal().abs() > 1e-6 * float(G0.trace().clamp_min(0).sqrt())   # above float32 noise (× ~20)
+        rho = int(big.sum())
+        if rho < Y.shape[1] and big[:rho].all():
+            B = Qy[:, :rho]
+            Z = _AX(D.T, B).T                                              # Bᵀ D
+            H = _AX(A, Z.T)
+            G = torch.addmm(torch.addmm(G0, H - B @ (Z @ Z.T), B.T), B, H.T)
+    if G is None: G = _gram(A)                   # the r × r Gram matrix: one product, then cheap iterations
     start = []
     if U0 is not None: start.append(U0[:, :k + p] if left else _AX(A, U0[:, :k + p]))
-    if dW is not None: start.append(_AX(dW if left else dW.T, torch.randn(p, A.shape[1], generator=g).T))
+    if Y is not None: start.append(Y[:, :p])
     have = sum(s.shape[1] for s in start)
     if have < k + 2 * p: start.append(G @ torch.randn(r, k + 2 * p - have, generator=g))
     Q, prev = torch.linalg.qr(torch.cat(start, 1)).Q, math.inf
@@ -298,7 +323,8 @@ def intruders(pair, # `ModelPair`, or (base, fine-tune): anything `open_weights`
     if len(too_small):
         raise ValueError(f'k={k} is larger than {too_small.name.iloc[0]} allows ({too_small["shape"].iloc[0]}); '
                          f'use k ≤ {min(min(s) for s in mats["shape"])}.')
-    rows, info, cos, errors = [], [], {}, []
+    cols = ['layer', 'module', 'name', 'j', 'sigma', 's', 'best_base']
+    rows, info, cos, errors = {c: [] for c in cols}, [], {}, []     # the table, column by column
     for m in tqdm(mats.itertuples(), total=len(mats), desc='intruders', disable=not progress):
         W0, Wt = as_linear(m.name, pair.base.view(m.name), config), as_linear(m.name, pair.ft.view(m.name), config)
         dW = Wt - W0
@@ -308,19 +334,18 @@ def intruders(pair, # `ModelPair`, or (base, fine-tune): anything `open_weights`
             if bad:
                 errors.append(dict(layer=m.layer, module=m.module, name=m.name, problem=f'NaN/inf in the {" and ".join(bad)} matrix'))
                 continue
-        U0, S0 = cache.get(W0)
+        U0, S0, G0 = cache.get(W0, gram=True)
         n0 = float(S0.double().square().sum().sqrt())    # ‖W0‖F
         if nd == 0 and not dW.any(): U, S, how = U0[:, :k], S0[:k], 'unchanged'   # (a norm can underflow)
         elif method == 'full': U, S, _, how = _full(Wt, k)
-        else: U, S, _, how = top_svd(Wt, k, U0, dW)
+        else: U, S, _, how = top_svd(Wt, k, U0, dW, G0=G0)
         M = _AX(U0.T, U).T.abs()                          # |Uᵀ U0|, k × r
         s, best = M.max(1)
         if keep_cos: cos[m.name] = M.half()
         info.append(dict(layer=m.layer, module=m.module, name=m.name, shape=m.shape,
                          rel_update=nd / n0 if n0 else math.nan if nd == 0 else math.inf, how=how))
-        rows += [dict(layer=m.layer, module=m.module, name=m.name, j=j + 1, sigma=sj, s=cj, best_base=bj + 1)
-                 for j, (sj, cj, bj) in enumerate(zip(S[:k].tolist(), s.tolist(), best.tolist()))]
-    cols = ['layer', 'module', 'name', 'j', 'sigma', 's', 'best_base']
+        for c, v in zip(cols, ([m.layer] * k, [m.module] * k, [m.name] * k, range(1, k + 1), S[:k].tolist(), s.tolist(),
+                               (best + 1).tolist())): rows[c] += v
     return Intruders(pd.DataFrame(rows, columns=cols), pd.DataFrame(info, columns=['layer', 'module', 'name', 'shape', 'rel_update', 'how']),
                      k, eps, cos, pd.DataFrame(errors, columns=['layer', 'module', 'name', 'problem']))
 
