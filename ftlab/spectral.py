@@ -189,7 +189,8 @@ def top_svd(W:torch.Tensor, # float32 [m, n]
         # a low-rank update D ≈ B Z (B orthonormal: the sketch's range) changes the Gram matrix by low-rank terms:
         # A Aᵀ = G0 + E Bᵀ + B Hᵀ with H = A Zᵀ and E = H − B Z Zᵀ: three thin products instead of one full one
         Qy, R = torch.linalg.qr(Y)
-        big = R.diagonal().abs() > 1e-6 * float(G0.trace().clamp_min(0).sqrt())   # above float32 noise (× ~20)
+        # rank: the sketch's columns above float32 noise (u·‖A‖F per column, u = 6e-8) with a margin of ~30
+        big = R.diagonal().abs() > 2e-6 * (float(G0.trace().clamp_min(0).sqrt()) + float(Y.norm()) / Y.shape[1] ** 0.5)
         rho = int(big.sum())
         if rho < Y.shape[1] and big[:rho].all():
             B = Qy[:, :rho]
@@ -244,7 +245,7 @@ def top_svd(W:torch.Tensor, # float32 [m, n]
     return _full(W, k)
 
 
-# %% ../nbs/04b_spectral.ipynb 17
+# %% ../nbs/04b_spectral.ipynb 18
 def _pair(pair, adapter=None) -> ModelPair:
     if isinstance(pair, ModelPair): return pair
     if isinstance(pair, (tuple, list)) and len(pair) == 2:
@@ -349,7 +350,7 @@ def intruders(pair, # `ModelPair`, or (base, fine-tune): anything `open_weights`
     return Intruders(pd.DataFrame(rows, columns=cols), pd.DataFrame(info, columns=['layer', 'module', 'name', 'shape', 'rel_update', 'how']),
                      k, eps, cos, pd.DataFrame(errors, columns=['layer', 'module', 'name', 'problem']))
 
-# %% ../nbs/04b_spectral.ipynb 19
+# %% ../nbs/04b_spectral.ipynb 20
 def intruders_reference(W0:torch.Tensor, Wt:torch.Tensor, k:int=10, eps:float=0.5) -> tuple[torch.Tensor, int]:
     "The paper's computation for one matrix pair ([out, in]): (s_j for j ≤ k, intruder count). Full fp32 SVDs, no cache."
     U0 = torch.linalg.svd(W0.float(), full_matrices=False)[0]
@@ -357,7 +358,7 @@ def intruders_reference(W0:torch.Tensor, Wt:torch.Tensor, k:int=10, eps:float=0.
     s = (Ut.T @ U0).abs().max(1).values[:k]
     return s, int((s < eps).sum())
 
-# %% ../nbs/04b_spectral.ipynb 31
+# %% ../nbs/04b_spectral.ipynb 32
 def cos_heatmap(res:Intruders, name:str, # a matrix of `res` (see `res.per_matrix`)
                 title:str|None=None) -> go.Figure:
     "|cos| between the top-k vectors of the fine-tuned matrix and the base vectors most aligned with them."
@@ -384,7 +385,7 @@ def eps_figure(results:dict, # {label: Intruders}
     fig.update_layout(title=title, xaxis_title='ε (threshold on max |cos|)', yaxis_title=f'intruders (top k)', height=380)
     return fig
 
-# %% ../nbs/04b_spectral.ipynb 35
+# %% ../nbs/04b_spectral.ipynb 36
 def energy_rank(S:torch.Tensor, energy:float=0.9) -> int:
     "Smallest k with Σ_{i≤k} σ_i² / Σ σ_i² ≥ energy."
     e = (S.double() ** 2).cumsum(0)
@@ -437,7 +438,7 @@ def delta_rank(pair, energy:float=0.9, adapter=None, kinds=MATRIX_KINDS, layers=
                          spectral_delta=float(Sd[0]), rel_update=float(Sd.norm() / S0.norm())))
     return pd.DataFrame(rows)
 
-# %% ../nbs/04b_spectral.ipynb 39
+# %% ../nbs/04b_spectral.ipynb 40
 def _write_dir(out:Path, write):
     "Write a directory atomically: into a sibling temporary directory, then rename."
     out = Path(out); tmp = out.with_name(out.name + f'.tmp{os.getpid()}')
@@ -522,7 +523,7 @@ def _write_adapter(pair, new, out):
             if f.is_file() and f.name not in ('adapter_model.safetensors', 'adapter_model.bin'): shutil.copy(f, d / f.name)
     return _write_dir(out, write)
 
-# %% ../nbs/04b_spectral.ipynb 43
+# %% ../nbs/04b_spectral.ipynb 44
 from transformers import TrainerCallback
 
 def live_weights(model) -> dict[str, torch.Tensor]:
@@ -578,7 +579,7 @@ def history_figure(histories:dict, # {label: IntruderTracker.history}
     fig.update_layout(title=title, xaxis_title='step', yaxis_title='intruders (top k)', height=380)
     return fig
 
-# %% ../nbs/04b_spectral.ipynb 46
+# %% ../nbs/04b_spectral.ipynb 47
 def layer_figure(res:Intruders, title:str|None=None) -> go.Figure:
     "Intruder counts per layer, stacked by module."
     pl = res.per_layer
