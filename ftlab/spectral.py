@@ -111,7 +111,7 @@ class SVDCache:
     def get(self, W:torch.Tensor, # float32 [m, n]
             gram:bool=False, # also return its Gram matrix (as `base_svd`), or None if this cache did not compute it
            ) -> tuple[torch.Tensor, torch.Tensor]:
-        "(U, S) of `W` (float32 [m, n]): from memory, from disk, or computed (`base_svd`)."
+        "(U, S) of `W` (float32 [m, n]): from memory, from disk, or computed (`base_svd`); with `gram`, (U, S, G or None)."
         key = content_key(W)
         if key in self.mem:
             self.hits += 1; self.mem.move_to_end(key)
@@ -205,9 +205,11 @@ def top_svd(W:torch.Tensor, # float32 [m, n]
     if have < k + 2 * p: start.append(G @ torch.randn(r, k + 2 * p - have, generator=g))
     Q, prev = torch.linalg.qr(torch.cat(start, 1)).Q, math.inf
     # a first filter before the first Rayleigh–Ritz step, damping [0, a] with a the start block's smallest
-    # Rayleigh quotient (not below its smallest Ritz value, which the later filters use)
+    # Rayleigh quotient (not below its smallest Ritz value, which the later filters use; and, as there, not
+    # below 1e-6 of the largest, so that a rank-deficient W cannot make the filter overflow)
     Z = G @ Q
-    a = float((Q * Z).sum(0).min())
+    rq = (Q * Z).sum(0)
+    a = max(float(rq.min()), float(rq.max()) * 1e-6)
     if a > 0: Q = _cheb(G, Q, Z, a, degree)
     for it in range(1, max_iter + 1):
         lam, X, Z = _rayleigh_ritz(G, Q)
