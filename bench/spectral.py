@@ -18,7 +18,7 @@ What it measures
   trained weight matrices (whose spectra are heavy-tailed); `--spectrum gauss` is an i.i.d. Gaussian
   matrix, whose top singular values crowd together at the edge of the bulk (gaps of about 1%). There the
   float32 Gram matrix cannot resolve the top-k vectors: ftlab refines them in float64 or falls back to the
-  full SVD (one run: 69% certified, 2.7x cold, 3.1x warm).
+  full SVD; the bench prints the share it certified (the README gives a run's figures).
 
   With `--repeat N` each side runs N times (each in a fresh process) and the best times are compared; the
   range of the N runs is printed too (this machine's timings vary by up to 30% from run to run), and so is
