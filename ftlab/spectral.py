@@ -4,7 +4,8 @@
 
 # %% ../nbs/04b_spectral.ipynb 1
 from __future__ import annotations
-import json, math, os, shutil
+import json, math, os, shutil, threading
+from concurrent.futures import ThreadPoolExecutor
 import xxhash
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -103,6 +104,7 @@ class SVDCache:
         self.path = None if path is False else Path(path) if path not in (None, True) else cache_dir() / 'svd'
         self.mem, self.max_bytes, self.hits, self.misses = OrderedDict(), max_bytes, 0, 0
         self.grams = {}       # key → float32 Gram matrix of the bases decomposed here (memory only; see `top_svd`)
+        self.lock = threading.Lock()   # `intruders` reads it from worker threads
     def _remember(self, key, v):
         self.mem[key] = v
         size = lambda k: sum(t.nbytes for t in self.mem[k]) + (self.grams[k].nbytes if k in self.grams else 0)
@@ -113,24 +115,28 @@ class SVDCache:
            ) -> tuple[torch.Tensor, torch.Tensor]:
         "(U, S) of `W` (float32 [m, n]): from memory, from disk, or computed (`base_svd`); with `gram`, (U, S, G or None)."
         key = content_key(W)
-        if key in self.mem:
-            self.hits += 1; self.mem.move_to_end(key)
-            return (*self.mem[key], self.grams.get(key)) if gram else self.mem[key]
+        with self.lock:
+            if key in self.mem:
+                self.hits += 1; self.mem.move_to_end(key)
+                return (*self.mem[key], self.grams.get(key)) if gram else self.mem[key]
         f = self.path / f'{key}.safetensors' if self.path else None
+        G = None
         if f is not None and f.exists():
             from safetensors.torch import load_file
-            d = load_file(f); v = (d['U'], d['S']); self.hits += 1
+            d = load_file(f); v = (d['U'], d['S']); hit = True
         else:
-            self.misses += 1
-            U, S, self.grams[key] = base_svd(W, gram=True)
-            v = (U, S)
+            U, S, G = base_svd(W, gram=True)
+            v, hit = (U, S), False
             if f is not None:
                 from safetensors.torch import save_file
                 f.parent.mkdir(parents=True, exist_ok=True)
-                tmp = f.with_name(f'{f.stem}.{os.getpid()}.tmp')
+                tmp = f.with_name(f'{f.stem}.{os.getpid()}.{threading.get_ident()}.tmp')
                 save_file({'U': U.contiguous(), 'S': S.contiguous()}, tmp); os.replace(tmp, f)
-        self._remember(key, v)
-        return (*v, self.grams.get(key)) if gram else v
+        with self.lock:
+            if hit: self.hits += 1
+            else: self.misses += 1; self.grams[key] = G
+            self._remember(key, v)
+            return (*v, self.grams.get(key)) if gram else v
     def __repr__(self): return f'SVDCache({self.path or "memory"}, {len(self.mem)} in memory, {self.hits} hits, {self.misses} misses)'
 
 # %% ../nbs/04b_spectral.ipynb 14
@@ -304,6 +310,40 @@ class Intruders:
         return (f'Intruders({self.count} at k={self.k}, eps={self.eps} over {len(self.matrices)} matrices'
                 + (f'; {len(self.errors)} matrices not analysed' if len(self.errors) else '') + ')')
 
+def _auto_workers() -> int:
+    "2 worker threads where torch has ≥ 2 threads and idle OpenMP threads sleep; else 1 (see `intruders`)."
+    active = os.environ.get('OMP_WAIT_POLICY', '').upper() == 'ACTIVE'
+    return 2 if torch.get_num_threads() >= 2 and not active else 1
+
+_pools, _pools_lock = {}, threading.Lock()
+
+def _pool(workers:int) -> ThreadPoolExecutor|None:
+    "A persistent pool of `workers` threads, each with its share of torch's threads (a thread-local setting); None for 1."
+    if workers <= 1: return None
+    key = (workers, max(1, torch.get_num_threads() // workers))
+    with _pools_lock:
+        if key not in _pools:
+            _pools[key] = ThreadPoolExecutor(workers, thread_name_prefix='ftlab-spectral',
+                                             initializer=torch.set_num_threads, initargs=(key[1],))
+        return _pools[key]
+
+def _intruders_one(W0, Wt, k, method, cache, keep_cos):
+    "One matrix pair: (NaN/inf problem or None, S, s, best, rel_update, how, |Uᵀ U0| or None)."
+    dW = Wt - W0
+    nd = float(dW.norm())     # a finite norm: both matrices are finite (cheaper than isfinite; NaN/inf in W0 reach dW)
+    if not math.isfinite(nd):
+        bad = [w for w, x in (('base', W0), ('fine-tune', Wt)) if not torch.isfinite(x).all()]
+        if bad: return (f'NaN/inf in the {" and ".join(bad)} matrix',) + (None,) * 6
+    U0, S0, G0 = cache.get(W0, gram=True)
+    n0 = float(S0.double().square().sum().sqrt())    # ‖W0‖F
+    if nd == 0 and not dW.any(): U, S, how = U0[:, :k], S0[:k], 'unchanged'   # (a norm can underflow)
+    elif method == 'full': U, S, _, how = _full(Wt, k)
+    else: U, S, _, how = top_svd(Wt, k, U0, dW, G0=G0)
+    M = _AX(U0.T, U).T.abs()                          # |Uᵀ U0|, k × r
+    s, best = M.max(1)
+    rel = nd / n0 if n0 else math.nan if nd == 0 else math.inf
+    return None, S[:k], s, best, rel, how, M.half() if keep_cos else None
+
 def intruders(pair, # `ModelPair`, or (base, fine-tune): anything `open_weights` takes
               k:int=10, # top vectors of each fine-tuned matrix
               eps:float=0.5, # intruder iff max |cos| with every base vector < eps
@@ -313,11 +353,14 @@ def intruders(pair, # `ModelPair`, or (base, fine-tune): anything `open_weights`
               cache:SVDCache|str|Path|bool|None=None, # SVD cache of the base (see `SVDCache`)
               keep_cos:bool=True, # keep each matrix's |Utᵀ U0| (k × r) for `cos_heatmap`
               progress:bool=True,
+              workers:int|None=None, # matrices analysed at once, torch's threads shared among them; None: `_auto_workers`
              ) -> Intruders:
     "Intruder dimensions of every block matrix of a base/fine-tune pair (Shuttleworth et al.)."
     from tqdm.auto import tqdm
     _check_eps(eps)
     if method not in ('auto', 'full'): raise ValueError(f"method={method!r}; valid: 'auto', 'full'.")
+    workers = _auto_workers() if workers is None else workers
+    if not isinstance(workers, int) or workers < 1: raise ValueError(f'workers={workers!r}: use a positive int (1: one matrix at a time).')
     pair = _pair(pair, adapter)
     config = _config(pair)
     cache = cache if isinstance(cache, SVDCache) else SVDCache(cache)
@@ -328,31 +371,27 @@ def intruders(pair, # `ModelPair`, or (base, fine-tune): anything `open_weights`
                          f'use k ≤ {min(min(s) for s in mats["shape"])}.')
     cols = ['layer', 'module', 'name', 'j', 'sigma', 's', 'best_base']
     rows, info, cos, errors = {c: [] for c in cols}, [], {}, []     # the table, column by column
-    for m in tqdm(mats.itertuples(), total=len(mats), desc='intruders', disable=not progress):
-        W0, Wt = as_linear(m.name, pair.base.view(m.name), config), as_linear(m.name, pair.ft.view(m.name), config)
-        dW = Wt - W0
-        nd = float(dW.norm())     # a finite norm: both matrices are finite (cheaper than isfinite; NaN/inf in W0 reach dW)
-        if not math.isfinite(nd):
-            bad = [w for w, x in (('base', W0), ('fine-tune', Wt)) if not torch.isfinite(x).all()]
-            if bad:
-                errors.append(dict(layer=m.layer, module=m.module, name=m.name, problem=f'NaN/inf in the {" and ".join(bad)} matrix'))
-                continue
-        U0, S0, G0 = cache.get(W0, gram=True)
-        n0 = float(S0.double().square().sum().sqrt())    # ‖W0‖F
-        if nd == 0 and not dW.any(): U, S, how = U0[:, :k], S0[:k], 'unchanged'   # (a norm can underflow)
-        elif method == 'full': U, S, _, how = _full(Wt, k)
-        else: U, S, _, how = top_svd(Wt, k, U0, dW, G0=G0)
-        M = _AX(U0.T, U).T.abs()                          # |Uᵀ U0|, k × r
-        s, best = M.max(1)
-        if keep_cos: cos[m.name] = M.half()
-        info.append(dict(layer=m.layer, module=m.module, name=m.name, shape=m.shape,
-                         rel_update=nd / n0 if n0 else math.nan if nd == 0 else math.inf, how=how))
-        for c, v in zip(cols, ([m.layer] * k, [m.module] * k, [m.name] * k, range(1, k + 1), S[:k].tolist(), s.tolist(),
+    def collect(m, res):
+        problem, S, s, best, rel, how, M = res
+        if problem: errors.append(dict(layer=m.layer, module=m.module, name=m.name, problem=problem)); return
+        if M is not None: cos[m.name] = M
+        info.append(dict(layer=m.layer, module=m.module, name=m.name, shape=m.shape, rel_update=rel, how=how))
+        for c, v in zip(cols, ([m.layer] * k, [m.module] * k, [m.name] * k, range(1, k + 1), S.tolist(), s.tolist(),
                                (best + 1).tolist())): rows[c] += v
+    ex = _pool(workers)
+    with tqdm(total=len(mats), desc='intruders', disable=not progress) as bar:
+        pending = []           # (matrix, future), in order: at most `workers` + 1 pairs in memory
+        for m in mats.itertuples():
+            W0, Wt = as_linear(m.name, pair.base.view(m.name), config), as_linear(m.name, pair.ft.view(m.name), config)
+            if ex is None: collect(m, _intruders_one(W0, Wt, k, method, cache, keep_cos)); bar.update(); continue
+            pending.append((m, ex.submit(_intruders_one, W0, Wt, k, method, cache, keep_cos)))
+            while len(pending) > workers or (pending and pending[0][1].done()):
+                collect(pending[0][0], pending.pop(0)[1].result()); bar.update()
+        for m, f in pending: collect(m, f.result()); bar.update()
     return Intruders(pd.DataFrame(rows, columns=cols), pd.DataFrame(info, columns=['layer', 'module', 'name', 'shape', 'rel_update', 'how']),
                      k, eps, cos, pd.DataFrame(errors, columns=['layer', 'module', 'name', 'problem']))
 
-# %% ../nbs/04b_spectral.ipynb 20
+# %% ../nbs/04b_spectral.ipynb 21
 def intruders_reference(W0:torch.Tensor, Wt:torch.Tensor, k:int=10, eps:float=0.5) -> tuple[torch.Tensor, int]:
     "The paper's computation for one matrix pair ([out, in]): (s_j for j ≤ k, intruder count). Full fp32 SVDs, no cache."
     U0 = torch.linalg.svd(W0.float(), full_matrices=False)[0]
@@ -360,7 +399,7 @@ def intruders_reference(W0:torch.Tensor, Wt:torch.Tensor, k:int=10, eps:float=0.
     s = (Ut.T @ U0).abs().max(1).values[:k]
     return s, int((s < eps).sum())
 
-# %% ../nbs/04b_spectral.ipynb 32
+# %% ../nbs/04b_spectral.ipynb 34
 def cos_heatmap(res:Intruders, name:str, # a matrix of `res` (see `res.per_matrix`)
                 title:str|None=None) -> go.Figure:
     "|cos| between the top-k vectors of the fine-tuned matrix and the base vectors most aligned with them."
@@ -387,7 +426,7 @@ def eps_figure(results:dict, # {label: Intruders}
     fig.update_layout(title=title, xaxis_title='ε (threshold on max |cos|)', yaxis_title=f'intruders (top k)', height=380)
     return fig
 
-# %% ../nbs/04b_spectral.ipynb 36
+# %% ../nbs/04b_spectral.ipynb 38
 def energy_rank(S:torch.Tensor, energy:float=0.9) -> int:
     "Smallest k with Σ_{i≤k} σ_i² / Σ σ_i² ≥ energy."
     e = (S.double() ** 2).cumsum(0)
@@ -440,7 +479,7 @@ def delta_rank(pair, energy:float=0.9, adapter=None, kinds=MATRIX_KINDS, layers=
                          spectral_delta=float(Sd[0]), rel_update=float(Sd.norm() / S0.norm())))
     return pd.DataFrame(rows)
 
-# %% ../nbs/04b_spectral.ipynb 40
+# %% ../nbs/04b_spectral.ipynb 42
 def _write_dir(out:Path, write):
     "Write a directory atomically: into a sibling temporary directory, then rename."
     out = Path(out); tmp = out.with_name(out.name + f'.tmp{os.getpid()}')
@@ -525,7 +564,7 @@ def _write_adapter(pair, new, out):
             if f.is_file() and f.name not in ('adapter_model.safetensors', 'adapter_model.bin'): shutil.copy(f, d / f.name)
     return _write_dir(out, write)
 
-# %% ../nbs/04b_spectral.ipynb 44
+# %% ../nbs/04b_spectral.ipynb 46
 from transformers import TrainerCallback
 
 def live_weights(model) -> dict[str, torch.Tensor]:
@@ -581,7 +620,7 @@ def history_figure(histories:dict, # {label: IntruderTracker.history}
     fig.update_layout(title=title, xaxis_title='step', yaxis_title='intruders (top k)', height=380)
     return fig
 
-# %% ../nbs/04b_spectral.ipynb 47
+# %% ../nbs/04b_spectral.ipynb 49
 def layer_figure(res:Intruders, title:str|None=None) -> go.Figure:
     "Intruder counts per layer, stacked by module."
     pl = res.per_layer
