@@ -27,7 +27,7 @@ What it measures
   range of the N runs is printed too (this machine's timings vary by up to 30% from run to run), and so is
   the median of the paired ratios (each repeat runs the reference and then ftlab back to back).
 
-Run:  .venv/bin/python bench/spectral.py [--d 512] [--layers 2] [--fts 8] [--spectrum power|gauss] [--threads 2] [--repeat 1] [--active-reference]
+Run:  .venv/bin/python bench/spectral.py [--d 512] [--layers 2] [--fts 8] [--spectrum power|gauss] [--threads 2] [--repeat 1] [--active-reference] [--workers N]
 """
 from __future__ import annotations
 import argparse, json, os, resource, statistics, subprocess, sys, time
@@ -80,18 +80,18 @@ def part(which:str, args) -> dict:
         hows = []
         for lab, ft in zip(labels, fts):
             p = ModelPair(base, ft); p.config = 'llama'
-            pm = intruders(p, args.k, args.eps, cache=cache, keep_cos=False, progress=False).per_matrix
+            pm = intruders(p, args.k, args.eps, cache=cache, keep_cos=False, progress=False, workers=args.workers).per_matrix
             counts.update({f'{lab}|{m.name}': m.intruders for m in pm.itertuples()})
             hows += pm.how.tolist()
         cold = time.perf_counter() - t0
         t1 = time.perf_counter()
         for lab, ft in zip(labels, fts):
             p = ModelPair(base, ft); p.config = 'llama'
-            intruders(p, args.k, args.eps, cache=cache, keep_cos=False, progress=False).per_matrix   # the counts, as above
+            intruders(p, args.k, args.eps, cache=cache, keep_cos=False, progress=False, workers=args.workers).per_matrix   # the counts, as above
         warm, t2 = time.perf_counter() - t1, time.perf_counter()
         for W in base.values(): base_svd(W)                     # the part of the cold run a warm cache saves
         from ftlab.spectral import _auto_workers
-        extra = dict(workers=_auto_workers(), warm_seconds=warm, cold_seconds=cold, base_seconds=time.perf_counter() - t2,
+        extra = dict(workers=args.workers or _auto_workers(), warm_seconds=warm, cold_seconds=cold, base_seconds=time.perf_counter() - t2,
                      topk_share=sum(h == 'topk' for h in hows) / len(hows))
     secs = extra.pop('cold_seconds', time.perf_counter() - t0)
     return dict(seconds=secs, counts=counts, rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **extra)
@@ -104,6 +104,7 @@ def main():
     ap.add_argument('--spectrum', choices=['power', 'gauss'], default='power')
     ap.add_argument('--repeat', type=int, default=1, help='runs per side; the best times are compared')
     ap.add_argument('--active-reference', action='store_true', help='run the reference with OMP_WAIT_POLICY=ACTIVE')
+    ap.add_argument('--workers', type=int, help="ftlab's matrices at a time (default: intruders' own choice)")
     ap.add_argument('--part', choices=['reference', 'ftlab'], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.d < 512: sys.exit('--d must be at least 512 (the issue asks for matrices of at least 512×512).')
