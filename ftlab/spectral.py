@@ -353,7 +353,7 @@ def intruders(pair, # `ModelPair`, or (base, fine-tune): anything `open_weights`
               cache:SVDCache|str|Path|bool|None=None, # SVD cache of the base (see `SVDCache`)
               keep_cos:bool=True, # keep each matrix's |Utᵀ U0| (k × r) for `cos_heatmap`
               progress:bool=True,
-              workers:int|None=None, # matrices analysed at once, torch's threads shared among them; None: `_auto_workers`
+              workers:int|None=None, # matrices analysed at once, torch's threads shared among them; None: 2 if torch has ≥ 2 threads and OMP_WAIT_POLICY is not ACTIVE, else 1
              ) -> Intruders:
     "Intruder dimensions of every block matrix of a base/fine-tune pair (Shuttleworth et al.)."
     from tqdm.auto import tqdm
