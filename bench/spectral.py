@@ -13,7 +13,7 @@ What it measures
   Both run in fresh subprocesses so that each peak RSS (ru_maxrss) is its own, in the caller's environment
   (`intruders` analyses two matrices at once on two threads unless OMP_WAIT_POLICY=ACTIVE, under which idle
   OpenMP threads spin and it runs one at a time). `--active-reference` runs the reference with
-  OMP_WAIT_POLICY=ACTIVE, its faster setting here, and ftlab in the caller's environment. The script checks that the
+  OMP_WAIT_POLICY=ACTIVE (faster for it in some runs here), and ftlab in the caller's environment. The script checks that the
   intruder counts of every (fine-tune, matrix) are identical, and prints wall time and peak RSS of each and
   the ratios (target in the issue: >= 10x faster).
 

@@ -373,6 +373,7 @@ def intruders(pair, # `ModelPair`, or (base, fine-tune): anything `open_weights`
     rows, info, cos, errors = {c: [] for c in cols}, [], {}, []     # the table, column by column
     def collect(m, res):
         problem, S, s, best, rel, how, M = res
+        bar.update()
         if problem: errors.append(dict(layer=m.layer, module=m.module, name=m.name, problem=problem)); return
         if M is not None: cos[m.name] = M
         info.append(dict(layer=m.layer, module=m.module, name=m.name, shape=m.shape, rel_update=rel, how=how))
@@ -383,11 +384,11 @@ def intruders(pair, # `ModelPair`, or (base, fine-tune): anything `open_weights`
         pending = []           # (matrix, future), in order: at most `workers` + 1 pairs in memory
         for m in mats.itertuples():
             W0, Wt = as_linear(m.name, pair.base.view(m.name), config), as_linear(m.name, pair.ft.view(m.name), config)
-            if ex is None: collect(m, _intruders_one(W0, Wt, k, method, cache, keep_cos)); bar.update(); continue
+            if ex is None: collect(m, _intruders_one(W0, Wt, k, method, cache, keep_cos)); continue
             pending.append((m, ex.submit(_intruders_one, W0, Wt, k, method, cache, keep_cos)))
             while len(pending) > workers or (pending and pending[0][1].done()):
-                collect(pending[0][0], pending.pop(0)[1].result()); bar.update()
-        for m, f in pending: collect(m, f.result()); bar.update()
+                collect(pending[0][0], pending.pop(0)[1].result())
+        for m, f in pending: collect(m, f.result())
     return Intruders(pd.DataFrame(rows, columns=cols), pd.DataFrame(info, columns=['layer', 'module', 'name', 'shape', 'rel_update', 'how']),
                      k, eps, cos, pd.DataFrame(errors, columns=['layer', 'module', 'name', 'problem']))
 
