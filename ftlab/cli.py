@@ -92,6 +92,14 @@ def _parser():
     e.add_argument('--allow-pickle', action='store_true', help='read .bin pickle weights (trusted sources only)')
     return p
 
+def _refuse_inside(out, inputs, what:str, error=ValueError):
+    "Refuse an --out path inside an input model or adapter directory (zoo names resolved): ftlab never writes into its inputs."
+    from ftlab.zoo import ZOO_DIR
+    for d in filter(None, inputs):
+        p = ZOO_DIR / d if (ZOO_DIR / d / 'config.json').exists() else Path(d)
+        if p.is_dir() and Path(out).resolve().is_relative_to(p.resolve()):
+            raise error(f'--out {out} is inside the input model directory {p}: write the {what} elsewhere.')
+
 def main(argv=None):
     "Entry point of the `ftlab` command."
     args = _parser().parse_args(argv)
@@ -136,6 +144,7 @@ def _run(args):
         if args.ft is None and args.adapter is None: raise ValueError('Give the fine-tuned model FT, or --adapter DIR.')
         if args.ft is not None and not Path(args.ft).is_dir(): raise FileNotFoundError(f'{args.ft} is not a model directory.')
         pair = ModelPair(_base_source(args.base), args.ft, adapter=args.adapter, allow_pickle=args.allow_pickle)
+        _refuse_inside(args.out, (args.base, args.ft, args.adapter), 'table')
         res = intruders(pair, args.k, args.eps, method=args.method, keep_cos=False)
         write_atomic(args.out, res.table.to_csv(index=False))
         print(res.per_layer.to_string())
@@ -169,9 +178,7 @@ def _run(args):
         if args.ft is None and args.adapter is None: raise LocalizeError('Give the fine-tuned model FT, or --adapter DIR.')
         if args.ft is not None and not Path(args.ft).is_dir(): raise FileNotFoundError(f'{args.ft} is not a model directory.')
         if out.exists() and not args.overwrite: raise LocalizeError(f'{out} exists: pass --overwrite to replace it, or another --out.')
-        for d in (args.base, args.ft, args.adapter):
-            if d and Path(d).is_dir() and out.resolve().is_relative_to(Path(d).resolve()):
-                raise LocalizeError(f'--out {out} is inside the input model directory {d}: write the mask elsewhere.')
+        _refuse_inside(out, (args.base, args.ft, args.adapter), 'mask', LocalizeError)
         pair = ModelPair(_base_source(args.base), args.ft, adapter=args.adapter, allow_pickle=args.allow_pickle)
         m = graft(pair, args.task, args.sparsity, args.steps, args.lr, args.sigmoid_bias, args.n_train, args.n_val, seed=args.seed)
         m.save(out)

@@ -147,7 +147,7 @@ def _intruder_section(r, runs_, model, model_tok):
     for label, run in runs_.items():
         pair = ModelPair(base, run.weights(base=base))
         res[label] = intruders(pair, cache=cache, progress=False)
-        ranks[label] = delta_rank(pair, cache=cache)
+        ranks[label] = delta_rank(pair, cache=cache, progress=False)
     tab = pd.DataFrame([dict(label=l, intruders_eps05=x.count, intruders_eps07=x.at(eps=0.7).count,
                              matrices=len(x.per_matrix), mean_rel_update=x.per_matrix.rel_update.mean(),
                              mean_rank_delta=ranks[l].rank_delta.mean(), mean_rank_gauss=ranks[l].rank_gauss.mean())

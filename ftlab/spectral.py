@@ -4,7 +4,7 @@
 
 # %% ../nbs/04b_spectral.ipynb 1
 from __future__ import annotations
-import json, math, os, shutil, threading
+import json, math, numbers, os, shutil, threading, warnings
 from concurrent.futures import ThreadPoolExecutor
 import xxhash
 from collections import OrderedDict
@@ -121,12 +121,11 @@ class SVDCache:
                 return (*self.mem[key], self.grams.get(key)) if gram else self.mem[key]
         f = self.path / f'{key}.safetensors' if self.path else None
         G = None
-        if f is not None and f.exists():
-            from safetensors.torch import load_file
-            d = load_file(f); v = (d['U'], d['S']); hit = True
-        else:
+        v = self._load(f, W.shape) if f is not None and f.exists() else None
+        hit = v is not None
+        if not hit:
             U, S, G = base_svd(W, gram=True)
-            v, hit = (U, S), False
+            v = (U, S)
             if f is not None:
                 from safetensors.torch import save_file
                 f.parent.mkdir(parents=True, exist_ok=True)
@@ -137,6 +136,18 @@ class SVDCache:
             else: self.misses += 1; self.grams[key] = G
             self._remember(key, v)
             return (*v, self.grams.get(key)) if gram else v
+    def _load(self, f:Path, shape) -> tuple[torch.Tensor, torch.Tensor]|None:
+        "A disk entry (U, S); None, with a warning, if it is unreadable or does not fit `shape` (it is then recomputed)."
+        from safetensors.torch import load_file
+        r = min(shape)
+        try:
+            d = load_file(f); U, S = d['U'], d['S']
+            if tuple(U.shape) != (shape[0], r) or tuple(S.shape) != (r,):
+                raise ValueError(f'U {tuple(U.shape)} and S {tuple(S.shape)} do not fit a {tuple(shape)} matrix')
+            return U, S
+        except Exception as e:
+            warnings.warn(f'SVD cache entry {f} is unreadable ({type(e).__name__}: {e}); recomputing and rewriting it.')
+            return None
     def __repr__(self): return f'SVDCache({self.path or "memory"}, {len(self.mem)} in memory, {self.hits} hits, {self.misses} misses)'
 
 # %% ../nbs/04b_spectral.ipynb 14
@@ -261,12 +272,27 @@ def _pair(pair, adapter=None) -> ModelPair:
         return ModelPair(*(_base_source(x) if isinstance(x, str) else x for x in pair), adapter=adapter)
     raise TypeError(f'Expected a ModelPair or a (base, fine-tune) pair, got {type(pair).__name__}.')
 
+def _check_k(k, mats:pd.DataFrame|None=None):
+    "`k` is a positive int, and at most the smaller side of every matrix in `mats` (`block_matrices`)."
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f'k={k!r}: use a positive whole number (the top singular vectors per matrix; the paper uses 10).')
+    if mats is None: return
+    too_small = mats[[k > min(s) for s in mats['shape']]]
+    if len(too_small):
+        raise ValueError(f'k={k} is larger than {too_small.name.iloc[0]} allows ({too_small["shape"].iloc[0]}); '
+                         f'use k ≤ {min(min(s) for s in mats["shape"])}.')
+
+def _nonfinite(**mats) -> str|None:
+    "'NaN/inf in the base matrix' (naming those of `mats` that are not finite), or None."
+    bad = [w.replace('_', '-') for w, x in mats.items() if not torch.isfinite(x).all()]
+    return f'NaN/inf in the {" and ".join(bad)} matrix' if bad else None
+
 def _check_eps(eps):
     for e in np.atleast_1d(eps):
         if not 0 < e < 1: raise ValueError(f'eps={e} is outside (0, 1): it is a threshold on |cos| (the paper uses 0.5).')
 
 class Intruders:
-    "Result of `intruders`: s_j for the top k vectors of every matrix; counts at any ε ≤ 1 and k' ≤ k without new SVDs."
+    "Result of `intruders`: s_j for the top k vectors of every matrix; counts at any ε in (0, 1) and k' ≤ k without new SVDs."
     def __init__(self, table:pd.DataFrame, matrices:pd.DataFrame, k:int, eps:float, cos:dict|None=None,
                  errors:pd.DataFrame|None=None):
         _check_eps(eps)
@@ -304,6 +330,7 @@ class Intruders:
         return int(self._hits().sum())
     def eps_curve(self, eps=np.round(np.arange(0.05, 1.0, 0.05), 2)) -> pd.DataFrame:
         "Model-level intruder count for each ε (and the current k)."
+        _check_eps(eps)
         s = self.scores.s.to_numpy()[self._top()]
         return pd.DataFrame(dict(eps=eps, intruders=[int((s < e).sum()) for e in eps]))
     def __repr__(self):
@@ -331,9 +358,7 @@ def _intruders_one(W0, Wt, k, method, cache, keep_cos):
     "One matrix pair: (NaN/inf problem or None, S, s, best, rel_update, how, |Uᵀ U0| or None)."
     dW = Wt - W0
     nd = float(dW.norm())     # a finite norm: both matrices are finite (cheaper than isfinite; NaN/inf in W0 reach dW)
-    if not math.isfinite(nd):
-        bad = [w for w, x in (('base', W0), ('fine-tune', Wt)) if not torch.isfinite(x).all()]
-        if bad: return (f'NaN/inf in the {" and ".join(bad)} matrix',) + (None,) * 6
+    if not math.isfinite(nd) and (problem := _nonfinite(base=W0, fine_tune=Wt)): return (problem,) + (None,) * 6
     U0, S0, G0 = cache.get(W0, gram=True)
     n0 = float(S0.double().square().sum().sqrt())    # ‖W0‖F
     if nd == 0 and not dW.any(): U, S, how = U0[:, :k], S0[:k], 'unchanged'   # (a norm can underflow)
@@ -357,7 +382,7 @@ def intruders(pair, # `ModelPair`, or (base, fine-tune): anything `open_weights`
              ) -> Intruders:
     "Intruder dimensions of every block matrix of a base/fine-tune pair (Shuttleworth et al.)."
     from tqdm.auto import tqdm
-    _check_eps(eps)
+    _check_eps(eps); _check_k(k)
     if method not in ('auto', 'full'): raise ValueError(f"method={method!r}; valid: 'auto', 'full'.")
     workers = _auto_workers() if workers is None else workers
     if not isinstance(workers, int) or workers < 1: raise ValueError(f'workers={workers!r}: use a positive int (1: one matrix at a time).')
@@ -365,10 +390,7 @@ def intruders(pair, # `ModelPair`, or (base, fine-tune): anything `open_weights`
     config = _config(pair)
     cache = cache if isinstance(cache, SVDCache) else SVDCache(cache)
     mats = block_matrices(pair, config, kinds, layers)
-    too_small = mats[[k > min(s) for s in mats['shape']]]
-    if len(too_small):
-        raise ValueError(f'k={k} is larger than {too_small.name.iloc[0]} allows ({too_small["shape"].iloc[0]}); '
-                         f'use k ≤ {min(min(s) for s in mats["shape"])}.')
+    _check_k(k, mats)
     cols = ['layer', 'module', 'name', 'j', 'sigma', 's', 'best_base']
     rows, info, cos, errors = {c: [] for c in cols}, [], {}, []     # the table, column by column
     def collect(m, res):
@@ -428,10 +450,16 @@ def eps_figure(results:dict, # {label: Intruders}
     return fig
 
 # %% ../nbs/04b_spectral.ipynb 38
+def _check_energy(energy):
+    if not 0 < energy <= 1: raise ValueError(f'energy={energy} is outside (0, 1]: it is the share of Σσ² to cover (the paper uses 0.9).')
+
 def energy_rank(S:torch.Tensor, energy:float=0.9) -> int:
     "Smallest k with Σ_{i≤k} σ_i² / Σ σ_i² ≥ energy."
+    _check_energy(energy)
     e = (S.double() ** 2).cumsum(0)
     return int((e < energy * e[-1]).sum()) + 1 if e[-1] > 0 else 0
+
+_STATS = ('fro', 'spectral', 'stable_rank', 'num_rank', 'entropy')
 
 def _stats(S:torch.Tensor, alpha:bool) -> dict:
     S = S.double(); p = S ** 2 / (S ** 2).sum()
@@ -451,34 +479,47 @@ def powerlaw_alpha(evals:torch.Tensor) -> float:
         if ks < best[0]: best = (ks, a)
     return float(best[1])
 
+def _problems(rows:list, what:str, columns:list) -> pd.DataFrame:
+    "The table of `rows`; a warning naming the matrices that have a `problem` (they keep their row, without numbers)."
+    df = pd.DataFrame(rows, columns=columns)
+    bad = df[df.problem.notna()]
+    if len(bad): warnings.warn(f'{what}: {len(bad)} matrices not analysed ({bad.problem.iloc[0]}: {bad.name.iloc[0]}'
+                               f'{", ..." if len(bad) > 1 else ""}); see the problem column.')
+    return df
+
 def spectral_stats(w:Mapping, config=None, kinds=MATRIX_KINDS, layers=None,
                    alpha:bool=False, # also fit the power-law exponent α of the ESD
-                   cache:SVDCache|str|Path|bool|None=None) -> pd.DataFrame:
+                   cache:SVDCache|str|Path|bool|None=None, progress:bool=True) -> pd.DataFrame:
     "Per block matrix: Frobenius and spectral norm, stable rank, numerical rank, spectral entropy (normalised), optionally α."
+    from tqdm.auto import tqdm
     config = _config(w, config); cache = cache if isinstance(cache, SVDCache) else SVDCache(cache)
-    rows = []
-    for m in block_matrices(w, config, kinds, layers).itertuples():
-        S = cache.get(as_linear(m.name, w[m.name], config))[1]
-        rows.append(dict(layer=m.layer, module=m.module, name=m.name, module_name=m.name.removesuffix('.weight'),
-                         **_stats(S, alpha)))
-    return pd.DataFrame(rows)
+    rows, mats = [], block_matrices(w, config, kinds, layers)
+    for m in tqdm(mats.itertuples(), total=len(mats), desc='spectral stats', disable=not progress):
+        W = as_linear(m.name, w[m.name], config)
+        key = dict(layer=m.layer, module=m.module, name=m.name, module_name=m.name.removesuffix('.weight'))
+        problem = _nonfinite(weight=W)
+        rows.append(dict(key, problem=problem) if problem else dict(key, **_stats(cache.get(W)[1], alpha), problem=None))
+    return _problems(rows, 'spectral_stats', ['layer', 'module', 'name', 'module_name', *_STATS, *(['alpha'] if alpha else []), 'problem'])
 
 def delta_rank(pair, energy:float=0.9, adapter=None, kinds=MATRIX_KINDS, layers=None,
-               cache:SVDCache|str|Path|bool|None=None, seed:int=0) -> pd.DataFrame:
+               cache:SVDCache|str|Path|bool|None=None, seed:int=0, progress:bool=True) -> pd.DataFrame:
     "Per block matrix: the 90%-energy rank of ΔW, of W0 and of a same-shape Gaussian; ‖ΔW‖ and ‖ΔW‖/‖W0‖."
+    from tqdm.auto import tqdm
+    _check_energy(energy)
     pair = _pair(pair, adapter); config = _config(pair)
     cache = cache if isinstance(cache, SVDCache) else SVDCache(cache)
-    gauss, rows = {}, []
-    for m in block_matrices(pair, config, kinds, layers).itertuples():
+    gauss, rows, mats = {}, [], block_matrices(pair, config, kinds, layers)
+    for m in tqdm(mats.itertuples(), total=len(mats), desc='delta rank', disable=not progress):
         W0, Wt = as_linear(m.name, pair.base.view(m.name), config), as_linear(m.name, pair.ft.view(m.name), config)
-        dW = Wt - W0
-        S0, Sd = cache.get(W0)[1], torch.linalg.svdvals(dW)
+        key = dict(layer=m.layer, module=m.module, name=m.name, shape=m.shape)
+        if problem := _nonfinite(base=W0, fine_tune=Wt): rows.append(dict(key, problem=problem)); continue
+        S0, Sd = cache.get(W0)[1], torch.linalg.svdvals(Wt - W0)
         if m.shape not in gauss:
             gauss[m.shape] = energy_rank(torch.linalg.svdvals(torch.randn(*m.shape, generator=torch.Generator().manual_seed(seed))), energy)
-        rows.append(dict(layer=m.layer, module=m.module, name=m.name, shape=m.shape, rank_delta=energy_rank(Sd, energy),
-                         rank_base=energy_rank(S0, energy), rank_gauss=gauss[m.shape], fro_delta=float(Sd.norm()),
-                         spectral_delta=float(Sd[0]), rel_update=float(Sd.norm() / S0.norm())))
-    return pd.DataFrame(rows)
+        rows.append(dict(key, rank_delta=energy_rank(Sd, energy), rank_base=energy_rank(S0, energy), rank_gauss=gauss[m.shape],
+                         fro_delta=float(Sd.norm()), spectral_delta=float(Sd[0]), rel_update=float(Sd.norm() / S0.norm()), problem=None))
+    return _problems(rows, 'delta_rank', ['layer', 'module', 'name', 'shape', 'rank_delta', 'rank_base', 'rank_gauss',
+                                          'fro_delta', 'spectral_delta', 'rel_update', 'problem'])
 
 # %% ../nbs/04b_spectral.ipynb 42
 def _write_dir(out:Path, write):
@@ -502,7 +543,9 @@ def scale_intruders(pair, lam:float=0.75, # new singular value of each intruder:
                     overwrite:bool=False, cache:SVDCache|str|Path|bool|None=None, progress:bool=True):
     "Fine-tuned weights with every intruder's singular value scaled by `lam`: (weights dict, per-matrix table), or the written dir."
     from tqdm.auto import tqdm
-    _check_eps(eps)
+    _check_eps(eps); _check_k(k)
+    if not (isinstance(lam, numbers.Real) and math.isfinite(lam) and lam >= 0):
+        raise ValueError(f'lam={lam!r}: use a finite number ≥ 0 (each intruder\'s σ becomes λσ: 0 removes it, 1 keeps it; PEFT uses 0.75).')
     pair = _pair(pair, adapter); config = _config(pair)
     cache = cache if isinstance(cache, SVDCache) else SVDCache(cache)
     if out is not None:
@@ -510,18 +553,23 @@ def scale_intruders(pair, lam:float=0.75, # new singular value of each intruder:
         for src in _sources(pair):
             if out == src or src in out.parents or out in src.parents:
                 raise ValueError(f'out={out} overlaps the input {src}; ftlab never writes into an input directory. Choose another path.')
+        if out.exists() and not out.is_dir(): raise FileExistsError(f'{out} is a file; out is the directory to write (HF model or adapter).')
         if out.exists() and not overwrite: raise FileExistsError(f'{out} exists; pass overwrite=True to replace it.')
+    mats = block_matrices(pair, config)
+    _check_k(k, mats)
     new, rows = {}, []
-    for m in tqdm(block_matrices(pair, config).itertuples(), desc='scale intruders', disable=not progress):
+    for m in tqdm(mats.itertuples(), total=len(mats), desc='scale intruders', disable=not progress):
         W0, Wt = as_linear(m.name, pair.base.view(m.name), config), as_linear(m.name, pair.ft.view(m.name), config)
         if not (Wt - W0).any(): continue
+        if problem := _nonfinite(base=W0, fine_tune=Wt):       # left as it is, and reported
+            rows.append(dict(layer=m.layer, module=m.module, name=m.name, intruders=None, problem=problem)); continue
         U, S, Vh = _svd(Wt)
         U0 = cache.get(W0)[0]
         idx = torch.where((U[:, :k].T @ U0).abs().max(1).values < eps)[0]
-        rows.append(dict(layer=m.layer, module=m.module, name=m.name, intruders=len(idx)))
+        rows.append(dict(layer=m.layer, module=m.module, name=m.name, intruders=len(idx), problem=None))
         W = Wt + (lam - 1) * (U[:, idx] * S[idx]) @ Vh[idx]
-        new[m.name] = W.T.contiguous() if family(config) == 'gpt2' else W
-    table = pd.DataFrame(rows, columns=['layer', 'module', 'name', 'intruders'])
+        new[m.name] = W.T.contiguous() if family(config) == 'gpt2' else W     # the stored layout
+    table = _problems(rows, 'scale_intruders', ['layer', 'module', 'name', 'intruders', 'problem'])
     if out is None:
         return {n: new.get(n, pair.ft[n]) for n in pair.names}, table
     if isinstance(pair.ft, LoraWeights): return _write_adapter(pair, new, out), table
@@ -550,8 +598,7 @@ def _write_adapter(pair, new, out):
         mod = n.removesuffix('.weight'); p = ft.parts[n]
         if 'lora_magnitude_vector' in p or 'lora_embedding_A' in p:
             raise NotImplementedError(f'{n}: re-factoring DoRA or embedding adapters is not supported; pass out=None.')
-        W0 = ft.base[n].float()
-        d = (W.T if family(pair.config) == 'gpt2' else W) - W0          # base layout
+        d = W - ft.base[n].float()                                      # the update, in the stored layout (as `new`)
         d = (d.T if ft._transposed(n) else d) / ft.scaling(n)           # [out, in] of the LoRA factors
         r = p['lora_A'].shape[0]
         U, S, Vh = torch.linalg.svd(d, full_matrices=False)
@@ -565,7 +612,7 @@ def _write_adapter(pair, new, out):
             if f.is_file() and f.name not in ('adapter_model.safetensors', 'adapter_model.bin'): shutil.copy(f, d / f.name)
     return _write_dir(out, write)
 
-# %% ../nbs/04b_spectral.ipynb 46
+# %% ../nbs/04b_spectral.ipynb 47
 from transformers import TrainerCallback
 
 def live_weights(model) -> dict[str, torch.Tensor]:
@@ -587,15 +634,18 @@ def live_weights(model) -> dict[str, torch.Tensor]:
 class IntruderTracker(TrainerCallback):
     "Intruder counts during training: `finetune(callbacks=[tracker])` or `Trainer(callbacks=[tracker])`; see `.history`."
     def __init__(self, base, # the base weights (anything `open_weights` takes)
-                 every:int|None=None, # measure every this many steps (default: at every finetune evaluation)
+                 every:int|None=None, # measure every this many steps; default: at each evaluation (`finetune`'s or the `Trainer`'s)
                  k:int=10, eps=(0.5, 0.7), kinds=MATRIX_KINDS, cache:SVDCache|str|Path|bool|None=False):
-        _check_eps(eps)
+        _check_eps(eps); _check_k(k)
+        if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
+            raise ValueError(f'every={every!r}: use a positive number of steps, or None (at each evaluation).')
         self.base, self.every, self.k, self.eps, self.kinds = open_weights(base), every, k, tuple(np.atleast_1d(eps)), kinds
         self.cache = cache if isinstance(cache, SVDCache) else SVDCache(cache)
         self.rows, self.results = [], {}
     def __call__(self, row:dict, model=None):
-        step = row['step']
-        if model is None or (self.every and step % self.every): return
+        "`finetune`'s callback: called with each evaluation row and the live model."
+        if model is not None and not (self.every and row['step'] % self.every): self._measure(row['step'], model)
+    def _measure(self, step:int, model):
         live = live_weights(model)
         missing = [n for n in self.base if n not in live]
         if missing: raise ValueError(f'The training model lacks {missing[:3]} of the base: is it a fine-tune of this base?')
@@ -604,8 +654,14 @@ class IntruderTracker(TrainerCallback):
         self.results[step] = res
         rel = float(res.per_matrix.rel_update.mean())
         self.rows += [dict(step=step, eps=e, intruders=res.at(eps=e).count, rel_update=rel) for e in self.eps]
+    # as a Hugging Face `TrainerCallback`: every `every` steps, or at each evaluation; and at the end of training
+    def _once(self, state, model):
+        if model is not None and state.global_step not in self.results: self._measure(state.global_step, model)
     def on_step_end(self, args, state, control, model=None, **kw):
-        if self.every and state.global_step % self.every == 0: self(dict(step=state.global_step), model)
+        if self.every and state.global_step % self.every == 0: self._once(state, model)
+    def on_evaluate(self, args, state, control, model=None, **kw):
+        if not self.every: self._once(state, model)
+    def on_train_end(self, args, state, control, model=None, **kw): self._once(state, model)
     @property
     def history(self) -> pd.DataFrame:
         "One row per (step, ε): intruder count and the mean relative update size ‖ΔW‖F/‖W0‖F."
@@ -621,7 +677,7 @@ def history_figure(histories:dict, # {label: IntruderTracker.history}
     fig.update_layout(title=title, xaxis_title='step', yaxis_title='intruders (top k)', height=380)
     return fig
 
-# %% ../nbs/04b_spectral.ipynb 49
+# %% ../nbs/04b_spectral.ipynb 51
 def layer_figure(res:Intruders, title:str|None=None) -> go.Figure:
     "Intruder counts per layer, stacked by module."
     pl = res.per_layer

@@ -137,6 +137,20 @@ def test_intruders_bad_input(tmp_path):
     r = ftlab('intruders', 'llama', '--adapter', tmp_path, '--out', tmp_path / 'x.csv')
     assert r.returncode == 2 and 'not a peft adapter directory' in r.stderr, r.stderr
     assert not (tmp_path / 'x.csv').exists()
+    r = ftlab('intruders', 'llama', ZOO_DIR / 'llama', '--k', '0', '--out', tmp_path / 'x.csv')
+    assert r.returncode == 2 and 'k=0: use a positive whole number' in r.stderr, r.stderr
+
+def test_intruders_never_writes_into_inputs(tmp_path):
+    "--out inside the fine-tuned model's directory, or inside the zoo base's: refused (exit 2), nothing written."
+    import shutil
+    from ftlab.zoo import ZOO_DIR
+    shutil.copytree(ZOO_DIR / 'llama', tmp_path / 'ft')
+    for out in (tmp_path / 'ft' / 't.csv', ZOO_DIR / 'llama' / 'ftlab-test-t.csv'):
+        try:
+            r = ftlab('intruders', 'llama', tmp_path / 'ft', '--out', out)
+            assert r.returncode == 2 and 'is inside the input model directory' in r.stderr, r.stderr
+            assert not out.exists()
+        finally: out.unlink(missing_ok=True)
 
 def test_train_bad_method_lists_valid(tmp_path):
     r = ftlab('train', '--method', 'qlora', '--out', tmp_path / 'x')
