@@ -612,7 +612,7 @@ def _write_adapter(pair, new, out):
             if f.is_file() and f.name not in ('adapter_model.safetensors', 'adapter_model.bin'): shutil.copy(f, d / f.name)
     return _write_dir(out, write)
 
-# %% ../nbs/04b_spectral.ipynb 47
+# %% ../nbs/04b_spectral.ipynb 48
 from transformers import TrainerCallback
 
 def live_weights(model) -> dict[str, torch.Tensor]:
@@ -677,7 +677,7 @@ def history_figure(histories:dict, # {label: IntruderTracker.history}
     fig.update_layout(title=title, xaxis_title='step', yaxis_title='intruders (top k)', height=380)
     return fig
 
-# %% ../nbs/04b_spectral.ipynb 51
+# %% ../nbs/04b_spectral.ipynb 53
 def layer_figure(res:Intruders, title:str|None=None) -> go.Figure:
     "Intruder counts per layer, stacked by module."
     pl = res.per_layer
