@@ -2,7 +2,7 @@
 import copy, hashlib, json
 from pathlib import Path
 import pandas as pd, pytest, torch
-import ftlab.report, ftlab.zoo
+import ftlab.study, ftlab.zoo
 from ftlab.tasks import TASKS, PRETRAIN_TASKS, HELD_OUT_TASKS
 from ftlab.weights import open_weights, ModelPair, task_vector, WeightsError
 
@@ -33,7 +33,7 @@ def demo_run(llama_dir, tmp_path_factory):
     "`demo` on the tiny model: (output dir, snapshot of the model dir taken before anything read it)."
     before = _snapshot(llama_dir)
     out = tmp_path_factory.mktemp('demo') / 'report'
-    html = ftlab.report.demo(out=out, model=str(llama_dir), n=8, train_steps=6)
+    html = ftlab.study.demo(out=out, model=str(llama_dir), n=8, train_steps=6)
     assert Path(html) == out / 'report.html'
     return out, before
 

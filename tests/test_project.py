@@ -1,4 +1,4 @@
-"Project hygiene: notebooks and ftlab/ in sync, notebooks clean, dependency pins, notebook headers, declared imports."
+"Project hygiene: notebooks and ftlab/ in sync, notebooks clean, dependency pins, notebook headers, declared imports, layering."
 import ast, configparser, json, re, shutil, subprocess, sys
 from pathlib import Path
 import pytest
@@ -145,3 +145,97 @@ def test_readme_is_generated_from_index(tmp_path):
     fresh = site.readme(ROOT / 'nbs', tmp_path / 'README.md').read_text()
     assert (ROOT / 'README.md').read_text() == fresh, 'README.md is stale: run `make docs` (or python nbs/_site.py --readme) and commit'
     assert 'make demo' in fresh and 'make test' in fresh
+
+
+# Layering: the modules form a DAG and share only public names. Both tests read the source with `ast` (nothing is imported).
+def _short(m:str) -> str: return m.partition('.')[2] or m   # 'ftlab.merge.core' -> 'merge.core'; the package stays 'ftlab'
+def _private(n:str) -> bool: return n.startswith('_') and not n.startswith('__') and not n.endswith('_')  # not dunders, `__x`, `_repr_html_`
+def _dotted(n):
+    if isinstance(n, ast.Name): return n.id
+    if isinstance(n, ast.Attribute) and (v := _dotted(n.value)): return f'{v}.{n.attr}'
+
+def _scan(lib:Path) -> dict:
+    """Every module of the package at `lib`, sub-packages too (a package is its `__init__`), by dotted name -> (file, AST,
+    package modules it imports, local names bound to package modules, [(node, module, name)] for `from module import name`).
+    Imports inside functions count; `if TYPE_CHECKING:` blocks never run, so they do not."""
+    trees = {}
+    for f in sorted(lib.rglob('*.py')):
+        parts = f.relative_to(lib).with_suffix('').parts
+        if f.name == '_modidx.py' or {'__pycache__', 'zoo_models'} & set(parts): continue
+        trees['.'.join((lib.name,) + parts[:-1] + parts[-1:] * (parts[-1] != '__init__'))] = f, ast.parse(f.read_text(), str(f))
+    out = {}
+    for mod, (f, tree) in trees.items():
+        pkg = (mod if f.name == '__init__.py' else mod.rpartition('.')[0]).split('.')
+        skip = {id(n) for i in ast.walk(tree) if isinstance(i, ast.If) and 'TYPE_CHECKING' in ast.unparse(i.test) for s in i.body for n in ast.walk(s)}
+        deps, binds, names = set(), {}, []
+        for node in (n for n in ast.walk(tree) if id(n) not in skip):
+            if isinstance(node, ast.Import):
+                for a in (a for a in node.names if a.name in trees):
+                    deps.add(a.name); binds[a.asname or lib.name] = a.name if a.asname else lib.name
+            elif isinstance(node, ast.ImportFrom):
+                t = '.'.join(pkg[:len(pkg) - node.level + 1] + [node.module] * bool(node.module)) if node.level else node.module
+                for a in node.names:
+                    if f'{t}.{a.name}' in trees: deps.add(f'{t}.{a.name}'); binds[a.asname or a.name] = f'{t}.{a.name}'
+                    elif t in trees: deps.add(t)
+                    if t in trees: names.append((node, t, a.name))
+        # importing `ftlab.pkg.mod` from outside `pkg` runs `pkg/__init__.py` first
+        deps |= {p for d in deps for i in range(1, d.count('.')) if (p := d.rsplit('.', i)[0]) in trees and not mod.startswith(p + '.')}
+        out[mod] = f, tree, deps - {mod}, binds, names
+    return out
+
+def _import_graph(lib:Path) -> dict[str, set[str]]: return {_short(m): {_short(d) for d in s[2]} for m, s in _scan(lib).items()}
+
+def _cycles(g:dict) -> list[str]:
+    "An `a -> b -> a` chain for each back edge of a depth-first walk of `g`: empty iff `g` has no cycle."
+    out, state = [], {}
+    def visit(n, path):
+        state[n] = 1; path.append(n)
+        for m in sorted(g.get(n, ())):
+            if state.get(m) == 1: out.append(' -> '.join(path[path.index(m):] + [m]))
+            elif m not in state: visit(m, path)
+        path.pop(); state[n] = 2
+    for n in sorted(g): state.get(n) or visit(n, [])
+    return out
+
+def _defined(tree:ast.Module) -> set[str]:
+    "Private names a module defines: top-level and class-body defs and assignments, and `self._a = ...`/`cls._a = ...` anywhere."
+    out = set()
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Store) and _dotted(n.value) in ('self', 'cls'): out.add(n.attr)
+        for b in n.body if isinstance(n, (ast.Module, ast.ClassDef)) else []:
+            if isinstance(b, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)): out.add(b.name)
+            for t in b.targets if isinstance(b, ast.Assign) else [b.target] if isinstance(b, ast.AnnAssign) else []:
+                out.update(x.id for x in ast.walk(t) if isinstance(x, ast.Name))
+    return set(filter(_private, out))
+
+def _private_uses(lib:Path) -> list[str]:
+    "`file:line uses _name of module` for each private name a module takes from another module of the package at `lib`."
+    scan = _scan(lib); defs = {m: _defined(s[1]) for m, s in scan.items()}
+    hits = set()
+    for mod, (f, tree, _, binds, names) in scan.items():
+        def hit(n, name, owners): hits.update((str(f.relative_to(lib.parent)), n.lineno, name, _short(o)) for o in owners if o != mod)
+        for n, t, name in names:   # from .x import _name (a package's private submodule may be used inside the package)
+            if _private(name) and not (f'{t}.{name}' in scan and mod.startswith(f'{t}.')): hit(n, name, [t])
+        for n in ast.walk(tree):
+            if isinstance(n, ast.Call) and _dotted(n.func) in ('getattr', 'hasattr', 'setattr') and len(n.args) > 1 and isinstance(n.args[1], ast.Constant):
+                n = ast.copy_location(ast.Attribute(n.args[0], str(n.args[1].value), ast.Load()), n)   # getattr(w, '_files', None)
+            if not (isinstance(n, ast.Attribute) and _private(n.attr)): continue
+            head, _, rest = (_dotted(n.value) or '').partition('.')
+            owner = '.'.join(filter(None, (binds[head], rest))) if head in binds else None
+            if owner in scan: hit(n, n.attr, [owner])   # x._name, x bound to a package module
+            elif head not in ('self', 'cls') and n.attr not in defs[mod]:   # obj._attr where only other package modules define _attr
+                hit(n, n.attr, [m for m in scan if n.attr in defs[m]])
+    return [f'{f}:{line} uses {name} of {o}' for f, line, name, o in sorted(hits)]
+
+def test_no_import_cycle():
+    "ftlab's modules import each other without a cycle, imports inside functions included: the package is layered."
+    cycles = _cycles(_import_graph(LIB))
+    assert not cycles, ('ftlab has import cycles (imports inside functions count too):\n  ' + '\n  '.join(cycles) +
+                        '\nMove the shared code down to a lower layer (foundation: core/io/display/tensors/sources) '
+                        'instead of importing upward or inside functions.')
+
+def test_no_private_names_across_modules():
+    "No ftlab module uses another one's private `_names` (functions, constants, class attributes): what modules share is public."
+    uses = _private_uses(LIB)
+    assert not uses, ('ftlab modules use private names of other ftlab modules:\n  ' + '\n  '.join(uses) +
+                      '\nMake each public (no underscore) in the lowest module that needs it, or add a public method/property.')

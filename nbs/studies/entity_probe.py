@@ -12,7 +12,7 @@ position is trained to predict its object (the label 'Box C' -> key, in place of
 hints after a fraction f of the steps. --save DIR writes the final model. At the end (or, with --eval DIR,
 for a saved model and no training) it prints a `final` line: the accuracy on 1,000 standard prompts by
 number of boxes, and how often a fact's label position predicts its object. Results:
-nbs/studies/data/entity_probe.jsonl, discussed in nbs/04_zoo.ipynb.
+nbs/studies/data/entity_probe.jsonl, discussed in nbs/11_zoo.ipynb.
 
 Run:  OMP_WAIT_POLICY=ACTIVE .venv/bin/python nbs/studies/entity_probe.py --boxes 2,3 --factloss 0 --aux 1 --auxq 1 --aux_until 0.8 --steps 6000
 """
