@@ -22,8 +22,9 @@ from .sources import open_source, load
 __all__ = ['FUSED', 'METHODS', 'MERGEKIT_METHODS', 'MergeError', 'random_prune', 'outlier_prune', 'elect_sign', 'TensorCtx',
            'MergeMethod', 'merge_method', 'methods_table', 'disjoint_merge', 'task_arithmetic', 'magnitude_prune_merge',
            'ties', 'dare_linear', 'dare_ties', 'breadcrumbs', 'breadcrumbs_ties', 'linear', 'soup', 'model_stock',
-           'slerp', 'lines', 'wise_ft', 'SafetensorsWriter', 'tensor_seed', 'merge', 'MergeConfig', 'read_mergekit',
-           'merge_adapters', 'MergeStudy', 'loss_barrier', 'greedy_soup', 'task_bars', 'sweep_figure', 'merge_widget']
+           'slerp', 'lines', 'wise_ft', 'SafetensorsWriter', 'tensor_seed', 'merge', 'MergeConfig', 'MergekitParams',
+           'read_mergekit', 'merge_adapters', 'MergeStudy', 'loss_barrier', 'greedy_soup', 'task_bars', 'sweep_figure',
+           'merge_widget']
 
 # %% ../nbs/22_merge.ipynb 7
 class MergeError(FtlabError):
@@ -218,6 +219,10 @@ class MergeMethod:
     random: bool = False
     per_model: tuple = ()  # parameters that may be given per model (a list)
     prepare: Callable|None = None  # whole-model statistics: prepare(base, models, weights, names, ctxs, params) -> dict
+    label: str = ''  # display name in tables and figures (default: `name`)
+    task_vectors: bool = True  # acts on task vectors θt − θ0 alone, so LoRA adapters' updates merge directly (`merge_adapters`)
+    model_weights: bool = True  # takes a weight per model
+    mergekit: Callable|None = None  # mergekit's parameters → this method's: mergekit(p: `MergekitParams`) -> dict; None: not in mergekit
     @property
     def params(self) -> dict:
         "Keyword parameters and their defaults."
@@ -225,14 +230,18 @@ class MergeMethod:
                 if p.kind == p.KEYWORD_ONLY and k != 'ctx'}
     @property
     def doc(self) -> str: return (self.fn.__doc__ or '').strip()
+    @property
+    def title(self) -> str: return self.label or self.name
 
 METHODS: dict[str, MergeMethod] = {}
 
 def merge_method(name:str, reference:str, needs_base:bool=True, min_models:int=1, max_models:int|None=None,
-                 random:bool=False, per_model:tuple=(), prepare=None):
-    "Decorator: register a per-tensor merge function under `name`."
+                 random:bool=False, per_model:tuple=(), prepare=None, label:str='', task_vectors:bool=True,
+                 model_weights:bool=True, mergekit=None):
+    "Decorator: register a per-tensor merge function under `name`, with the metadata `MergeMethod` lists."
     def deco(fn):
-        METHODS[name] = MergeMethod(name, fn, reference, needs_base, min_models, max_models, random, tuple(per_model), prepare)
+        METHODS[name] = MergeMethod(name, fn, reference, needs_base, min_models, max_models, random, tuple(per_model), prepare,
+                                    label, task_vectors, model_weights, mergekit)
         return fn
     return deco
 
@@ -240,7 +249,8 @@ def methods_table() -> pd.DataFrame:
     "One row per registered method: name, what it does, parameters and defaults, reference."
     return pd.DataFrame([dict(method=m.name, doc=m.doc, params=', '.join(f'{k}={v!r}' for k, v in m.params.items()),
                               needs_base=m.needs_base, models=f'{m.min_models}+' if m.max_models is None else str(m.max_models),
-                              random=m.random, reference=m.reference) for m in METHODS.values()])
+                              random=m.random, task_vectors=m.task_vectors, mergekit=m.mergekit is not None,
+                              reference=m.reference) for m in METHODS.values()])
 
 # %% ../nbs/22_merge.ipynb 14
 def _per_model(x, n:int, what:str) -> list:
@@ -289,7 +299,8 @@ def disjoint_merge(deltas:torch.Tensor|list, # [models, ...] (sparsified) task v
 
 def _deltas(base, models): return [m.float() - base.float() for m in models]
 
-@merge_method('task_arithmetic', 'Ilharco et al. 2023, arXiv:2212.04089')
+@merge_method('task_arithmetic', 'Ilharco et al. 2023, arXiv:2212.04089', label='task arithmetic',
+              mergekit=lambda p: dict(lam=p.lam, normalize=p.normalize(False)))
 def task_arithmetic(base, models, weights, *, lam:float=1.0, normalize:bool=False, ctx=None):
     "θ0 + λ Σ wt τt (÷ Σ wt with normalize)."
     b, acc = base.float(), None          # accumulated in place: no stack, few full-size temporaries (bench/merge.py)
@@ -302,7 +313,7 @@ def task_arithmetic(base, models, weights, *, lam:float=1.0, normalize:bool=Fals
     if lam != 1.0: acc.mul_(lam)
     return acc.add_(b)
 
-@merge_method('magnitude_prune', 'PEFT merge_utils.magnitude_prune', per_model=('density',))
+@merge_method('magnitude_prune', 'PEFT merge_utils.magnitude_prune', per_model=('density',), label='magnitude pruning')
 def magnitude_prune_merge(base, models, weights, *, density=0.2, lam:float=1.0, ctx=None):
     "θ0 + λ Σ wt · top-`density`(τt): task arithmetic of magnitude-pruned task vectors."
     _check_density(density)
@@ -329,7 +340,8 @@ def _trim(deltas, dens, th):
     if th is None: return [magnitude_prune(d, p) for d, p in zip(deltas, dens)]
     return [d.masked_fill(d.abs() < t, 0.0) if p < 1 else d for d, t, p in zip(deltas, th, dens)]
 
-@merge_method('ties', 'Yadav et al. 2023, arXiv:2306.01708', per_model=('density',), prepare=_ties_prepare)
+@merge_method('ties', 'Yadav et al. 2023, arXiv:2306.01708', per_model=('density',), prepare=_ties_prepare, label='TIES',
+              mergekit=lambda p: dict(density=p.per('density', 1.0), lam=p.lam, normalize='weight' if p.normalize(True) else None))
 def ties(base, models, weights, *, density=0.2, lam:float=1.0, trim:str='tensor', consensus:str='sum',
          sign_weighted:bool=True, normalize:str|None='weight', ctx=None):
     "Trim each τt to its top `density`, elect signs, disjoint mean: θ0 + λ τm."
@@ -346,13 +358,17 @@ def _dare(base, models, density, rescale, ctx):
     g = ctx.generator if ctx else None
     return [random_prune(d, p, rescale, g) for d, p in zip(_deltas(base, models), dens)]
 
-@merge_method('dare_linear', 'Yu et al. 2024, arXiv:2311.03099', random=True, per_model=('density',))
+@merge_method('dare_linear', 'Yu et al. 2024, arXiv:2311.03099', random=True, per_model=('density',), label='DARE',
+              mergekit=lambda p: dict(density=p.per('density', 1.0), lam=p.lam, rescale='l1' if p.rescale else None,
+                                      normalize=p.normalize(False)))
 def dare_linear(base, models, weights, *, density=0.5, lam:float=1.0, rescale:str|None='inverse', normalize:bool=False, ctx=None):
     "Drop each τt entry with probability 1 − density, rescale, then task arithmetic."
     d = _dare(base, models, density, rescale, ctx)
     return base.float() + lam * disjoint_merge(d, weights, None, normalize='weight' if normalize else None)
 
-@merge_method('dare_ties', 'Yu et al. 2024, arXiv:2311.03099', random=True, per_model=('density',))
+@merge_method('dare_ties', 'Yu et al. 2024, arXiv:2311.03099', random=True, per_model=('density',), label='DARE TIES',
+              mergekit=lambda p: dict(density=p.per('density', 1.0), lam=p.lam, rescale='l1' if p.rescale else None,
+                                      normalize='weight' if p.normalize(False) else None))
 def dare_ties(base, models, weights, *, density=0.5, lam:float=1.0, rescale:str|None='inverse', consensus:str='sum',
               sign_weighted:bool=True, normalize:str|None=None, ctx=None):
     "DARE's random drop and rescale, then TIES' sign election and (optionally normalised) disjoint sum."
@@ -364,13 +380,16 @@ def _crumbs(base, models, density, gamma, scope):
     _check_density(dens)
     return [outlier_prune(d, p, g, scope) for d, p, g in zip(_deltas(base, models), dens, gam)]
 
-@merge_method('breadcrumbs', 'Davari & Belilovsky 2024, arXiv:2312.06795', per_model=('density', 'gamma'))
+@merge_method('breadcrumbs', 'Davari & Belilovsky 2024, arXiv:2312.06795', per_model=('density', 'gamma'), label='Breadcrumbs',
+              mergekit=lambda p: dict(density=p.per('density', 1.0), gamma=p.per('gamma', 0.01), lam=p.lam))
 def breadcrumbs(base, models, weights, *, density=0.15, gamma=0.006, scope:str='tensor', lam:float=1.0, ctx=None):
     "Per τt remove the largest `gamma` (outliers) and the smallest, keep `density`; then task arithmetic."
     d = _crumbs(base, models, density, gamma, scope)
     return base.float() + lam * disjoint_merge(d, weights, None, normalize=None)
 
-@merge_method('breadcrumbs_ties', 'Davari & Belilovsky 2024; mergekit breadcrumbs_ties', per_model=('density', 'gamma'))
+@merge_method('breadcrumbs_ties', 'Davari & Belilovsky 2024; mergekit breadcrumbs_ties', per_model=('density', 'gamma'),
+              label='Breadcrumbs TIES', mergekit=lambda p: dict(density=p.per('density', 1.0), gamma=p.per('gamma', 0.01), lam=p.lam,
+                                                               normalize='weight' if p.normalize(False) else None))
 def breadcrumbs_ties(base, models, weights, *, density=0.15, gamma=0.006, scope:str='tensor', lam:float=1.0,
                      consensus:str='sum', sign_weighted:bool=True, normalize:str|None=None, ctx=None):
     "Breadcrumbs masks, then TIES' sign election and disjoint sum."
@@ -378,17 +397,19 @@ def breadcrumbs_ties(base, models, weights, *, density=0.15, gamma=0.006, scope:
     return base.float() + lam * disjoint_merge(d, weights, consensus, sign_weighted, normalize)
 
 # %% ../nbs/22_merge.ipynb 21
-@merge_method('linear', 'Wortsman et al. 2022 (model soups), arXiv:2203.05482', needs_base=False)
+@merge_method('linear', 'Wortsman et al. 2022 (model soups), arXiv:2203.05482', needs_base=False, label='linear',
+              task_vectors=False, mergekit=lambda p: dict(normalize=p.normalize(True)))
 def linear(base, models, weights, *, normalize:bool=True, ctx=None):
     "Σ wi θi / Σ wi (the base is not used)."
     return disjoint_merge([m.float() for m in models], weights, None, normalize='weight' if normalize else None)
 
-@merge_method('soup', 'Wortsman et al. 2022, arXiv:2203.05482', needs_base=False)
+@merge_method('soup', 'Wortsman et al. 2022, arXiv:2203.05482', needs_base=False, label='uniform soup', task_vectors=False)
 def soup(base, models, weights, *, ctx=None):
     "Uniform soup: the plain average of the models (weights ignored). Greedy soups: `greedy_soup`."
     return torch.stack([m.float() for m in models]).mean(0)
 
-@merge_method('model_stock', 'Jang et al. 2024, arXiv:2403.19522', min_models=2)
+@merge_method('model_stock', 'Jang et al. 2024, arXiv:2403.19522', min_models=2, label='Model Stock', task_vectors=False,
+              model_weights=False, mergekit=lambda p: dict(filter_wise=bool(p.gp.get('filter_wise', False))))
 def model_stock(base, models, weights, *, filter_wise:bool=False, ctx=None):
     "t·mean(θi) + (1−t)·θ0 with t = N·cosθ / (1 + (N−1)·cosθ), cosθ the mean pairwise cosine of the τi (per tensor, or per row)."
     w0 = base.float()
@@ -404,7 +425,8 @@ def model_stock(base, models, weights, *, filter_wise:bool=False, ctx=None):
     t = N * c / (1 + (N - 1) * c)
     return (t * (sum(ws) / N) + (1 - t) * w0).reshape(shape)
 
-@merge_method('slerp', 'Shoemake 1985; mergekit slerp', min_models=1, max_models=1)
+@merge_method('slerp', 'Shoemake 1985; mergekit slerp', min_models=1, max_models=1, label='SLERP', task_vectors=False,
+              model_weights=False, mergekit=lambda p: dict(t=float(p.need('t', '0 = base_model, 1 = the other model'))))
 def slerp(base, models, weights, *, t:float=0.5, ctx=None):
     "Spherical interpolation from θ0 (t=0) to θ1 (t=1) per tensor; lerp when |cos| > 0.9995."
     v0, v1 = base.float(), models[0].float()
@@ -425,7 +447,7 @@ def _lines_prepare(base, models, weights, names, ctxs, params):
         for i, x in enumerate(d): sq_each[i] += float((x ** 2).sum())
     return dict(alpha=float(np.mean(np.sqrt(sq_each)) / max(math.sqrt(sq_sum), 1e-12)))
 
-@merge_method('lines', 'Wang et al. 2025 (LiNeS), arXiv:2410.17146', prepare=_lines_prepare)
+@merge_method('lines', 'Wang et al. 2025 (LiNeS), arXiv:2410.17146', prepare=_lines_prepare, label='LiNeS')
 def lines(base, models, weights, *, alpha:float|None=None, beta:float|None=None, ctx=None):
     "θ0 + (α + β·ℓ/(L−1))·Σ wt τt for block ℓ of L, α elsewhere; β = 1 − α by default (α: 0.5 for one model, else the norm ratio)."
     ctx = ctx or TensorCtx()
@@ -435,7 +457,7 @@ def lines(base, models, weights, *, alpha:float|None=None, beta:float|None=None,
     s = a if ctx.layer is None else a + b * ctx.layer / max(ctx.n_layers - 1, 1)
     return base.float() + s * disjoint_merge(_deltas(base, models), weights, None, normalize=None)
 
-@merge_method('wise_ft', 'Wortsman et al. 2022 (WiSE-FT), arXiv:2109.01903', max_models=1)
+@merge_method('wise_ft', 'Wortsman et al. 2022 (WiSE-FT), arXiv:2109.01903', max_models=1, label='WiSE-FT', task_vectors=False)
 def wise_ft(base, models, weights, *, alpha:float=0.5, ctx=None):
     "(1 − α)·θ0 + α·θ1: weight-space ensembling of the base and one fine-tune."
     return (1 - alpha) * base.float() + alpha * models[0].float()
@@ -606,8 +628,7 @@ def _version():
     return ftlab.__version__
 
 # %% ../nbs/22_merge.ipynb 39
-MERGEKIT_METHODS = ('linear', 'task_arithmetic', 'ties', 'dare_linear', 'dare_ties', 'breadcrumbs',
-                    'breadcrumbs_ties', 'model_stock', 'slerp')
+MERGEKIT_METHODS = tuple(k for k, m in METHODS.items() if m.mergekit)   # the methods ftlab shares with mergekit
 _MK_GLOBAL = {'normalize', 'rescale', 'int8_mask', 'lambda', 't', 'filter_wise', 'weight', 'density', 'gamma'}
 _MK_TOP = {'merge_method', 'base_model', 'models', 'parameters', 'dtype', 'out_dtype', 'tokenizer_source', 'name'}
 
@@ -628,6 +649,24 @@ def _scalar(v, what):
     if isinstance(v, (list, dict)):
         raise MergeError(f'{what}: per-layer gradients and filtered values ({v!r}) are not supported; give one number.')
     return v
+
+@dataclass
+class MergekitParams:
+    "A mergekit config's parameters, as each method's `mergekit` translation reads them."
+    path: Path; method: str; gp: dict; entries: list  # the file, merge_method, global parameters, (model, its parameters)
+    def per(self, k, default):
+        "Parameter `k` of each model (its own, else the global one, else `default`); one value if all agree."
+        vals = [_scalar(p.get(k, self.gp.get(k, default)), f'{k} of {m}') for m, p in self.entries]
+        return vals if len(set(map(str, vals))) > 1 else vals[0]
+    def normalize(self, default:bool) -> bool: return bool(_scalar(self.gp.get('normalize', default), 'normalize'))
+    @property
+    def rescale(self) -> bool: return bool(_scalar(self.gp.get('rescale', True), 'rescale'))
+    @property
+    def lam(self) -> float: return float(_scalar(self.gp.get('lambda', 1.0), 'lambda'))
+    def need(self, k, what):
+        "Global parameter `k`, which this method requires."
+        if k not in self.gp: raise MergeError(f'{self.path}: {self.method} needs parameters: {k} ({what}).')
+        return _scalar(self.gp[k], k)
 
 def read_mergekit(path:str|Path) -> MergeConfig:
     "A `MergeConfig` from a mergekit YAML file, with mergekit's defaults and conventions."
@@ -661,32 +700,14 @@ def read_mergekit(path:str|Path) -> MergeConfig:
         badm = sorted(set(mp) - {'weight', 'density', 'gamma'})
         if badm: raise MergeError(f'{path}: models[{i}].parameters has unsupported key(s) {badm}; ftlab reads weight, density, gamma.')
         entries.append((where(e['model']), mp))
-    if meth != 'linear' and base is None:
-        raise MergeError(f'{path}: {meth} needs base_model' + (' (t=0) and one other model (t=1).' if meth == 'slerp' else '.'))
-    if meth != 'linear': entries = [(m, p) for m, p in entries if m != base]   # mergekit lists the base among the models
+    m = METHODS[meth]
+    if m.needs_base and base is None:
+        raise MergeError(f'{path}: {meth} needs base_model' + (' (t=0) and one other model (t=1).' if m.max_models == 1 else '.'))
+    if m.needs_base: entries = [(x, p) for x, p in entries if x != base]   # mergekit lists the base among the models
     if not entries: raise MergeError(f'{path}: no models to merge besides the base.')
-    def per(k, default):
-        vals = [_scalar(p.get(k, gp.get(k, default)), f'{k} of {m}') for m, p in entries]
-        return vals if len(set(map(str, vals))) > 1 else vals[0]
-    weights = [_scalar(p.get('weight', gp.get('weight', 1.0)), f'weight of {m}') for m, p in entries]
-    norm = bool(_scalar(gp.get('normalize', meth in ('ties', 'linear')), 'normalize'))
-    resc = bool(_scalar(gp.get('rescale', True), 'rescale'))
-    lam = float(_scalar(gp.get('lambda', 1.0), 'lambda'))
-    params = {'linear': lambda: dict(normalize=norm),
-              'task_arithmetic': lambda: dict(lam=lam, normalize=norm),
-              'ties': lambda: dict(density=per('density', 1.0), lam=lam, normalize='weight' if norm else None),
-              'dare_linear': lambda: dict(density=per('density', 1.0), lam=lam, rescale='l1' if resc else None, normalize=norm),
-              'dare_ties': lambda: dict(density=per('density', 1.0), lam=lam, rescale='l1' if resc else None,
-                                        normalize='weight' if norm else None),
-              'breadcrumbs': lambda: dict(density=per('density', 1.0), gamma=per('gamma', 0.01), lam=lam),
-              'breadcrumbs_ties': lambda: dict(density=per('density', 1.0), gamma=per('gamma', 0.01), lam=lam,
-                                               normalize='weight' if norm else None),
-              'model_stock': lambda: dict(filter_wise=bool(gp.get('filter_wise', False))),
-              'slerp': lambda: dict(t=float(_scalar(gp['t'], 't')) if 't' in gp else _missing_t(path))}[meth]()
-    if meth in ('model_stock', 'slerp'): weights = None
-    return MergeConfig(meth, base, [m for m, _ in entries], weights, params, cfg.get('out_dtype') or cfg.get('dtype'))
-
-def _missing_t(path): raise MergeError(f'{path}: slerp needs parameters: t (0 = base_model, 1 = the other model).')
+    weights = [_scalar(p.get('weight', gp.get('weight', 1.0)), f'weight of {x}') for x, p in entries] if m.model_weights else None
+    params = m.mergekit(MergekitParams(path, meth, gp, entries))
+    return MergeConfig(meth, base, [x for x, _ in entries], weights, params, cfg.get('out_dtype') or cfg.get('dtype'))
 
 # %% ../nbs/22_merge.ipynb 42
 def merge_adapters(base, # the base all adapters were trained on (dir, zoo name, nn.Module, Weights)
@@ -697,8 +718,8 @@ def merge_adapters(base, # the base all adapters were trained on (dir, zoo name,
     "Merge LoRA adapters by their exact updates ΔW = scaling·B·A: {name: ΔW} in memory, or a peft adapter dir `out`."
     m = METHODS.get(method)
     if m is None: raise MergeError(f"Unknown merge method {method!r}; valid: {', '.join(METHODS)}.")
-    if not m.needs_base or method in ('slerp', 'model_stock', 'wise_ft'):
-        raise MergeError(f'{method} does not act on task vectors; merge adapters with task_arithmetic, ties, dare_*, breadcrumbs*, magnitude_prune or lines.')
+    if not m.task_vectors:
+        raise MergeError(f"{method} does not act on task vectors; merge adapters with {', '.join(k for k, x in METHODS.items() if x.task_vectors)}.")
     bw = open_source(base)
     paths = [Path(a.checkpoint()) if hasattr(a, 'checkpoint') else Path(a) for a in adapters]
     lws = [LoraWeights(bw, p) for p in paths]

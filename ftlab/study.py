@@ -14,7 +14,7 @@ from .weights import ModelPair, open_weights
 from .arch import arch
 from .train import finetune, curves_figure, tradeoff_figure
 from .spectral import intruders, delta_rank, eps_figure, cos_heatmap, SVDCache
-from .merge import MergeStudy, sweep_figure
+from .merge import METHODS, MergeStudy, sweep_figure
 from .localize import graft_sweep, graft_eval, sparsity_figure, mask_map, expected_overlap
 from .patching import query_pairs, act_patch, attr_patch, agreement, patch_heatmap, cmap, tuco
 from .report import Report
@@ -126,8 +126,7 @@ def _intruder_section(r, runs_, model, model_tok):
     r.table('intruder_summary', tab, 'Intruder counts and update rank per fine-tune')
 
 # %% ../nbs/31_study.ipynb 11
-_MERGES = (('task arithmetic', 'task_arithmetic'), ('TIES', 'ties'), ('DARE TIES', 'dare_ties'),
-           ('Model Stock', 'model_stock'), ('LiNeS', 'lines'), ('uniform soup', 'soup'))
+_MERGES = ('task_arithmetic', 'ties', 'dare_ties', 'model_stock', 'lines', 'soup')   # the report's merges, labelled by their records
 
 def _merge_section(r, runs_, m_tok, model, out, model_tok, allow_pickle, task, merge_task, steps, n):
     run2 = finetune(model, merge_task, 'full', Path(out) / 'runs' / f"{merge_task.replace(':', '_')}-full", overwrite=True,
@@ -143,7 +142,7 @@ def _merge_section(r, runs_, m_tok, model, out, model_tok, allow_pickle, task, m
                     **{f'norm_{t}': a.accuracy[t] / own[t] if own[t] > 0 else float('nan') for t in pair},
                     pre_acc=a.accuracy[list(PRETRAIN_TASKS)].mean(), lm_loss=a.task_loss['lm_loss'])
     rows = [row('base' if l == 'base' else f'fine-tune: {l}', g) for l, g in ind.groupby('model', sort=False)]
-    rows += [row(label, st.evaluate(meth)) for label, meth in _MERGES]
+    rows += [row(METHODS[meth].title, st.evaluate(meth)) for meth in _MERGES]
     tab = pd.DataFrame(rows)
     fig = go.Figure()
     for t in pair: fig.add_bar(x=tab.label, y=tab[f'acc_{t}'], name=f'{t} accuracy')
