@@ -4,184 +4,236 @@
 
 # %% ../nbs/40_cli.ipynb 1
 from __future__ import annotations
-import argparse, os, sys
+import argparse, inspect, json, sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
+from fastcore.docments import docments
 from .core import refuse_inside, write_atomic
-from .sources import load, model_source
 
 # %% auto 0
-__all__ = ['main']
+__all__ = ['COMMANDS', 'option', 'Command', 'command', 'parser', 'main']
 
-# %% ../nbs/40_cli.ipynb 5
-def _parser():
+# %% ../nbs/40_cli.ipynb 6
+_TYPES = {'int': int, 'float': float, 'str': str}
+
+def option(p:argparse.ArgumentParser, fn, # a function or dataclass whose parameter `name` the option sets
+           name:str, flag:str|None=None, # the option's flag (default `--name` with dashes)
+           keep_default:bool=True, # False: the option defaults to None and `fn` fills in its own default
+           **kw): # more `add_argument` keywords (they win)
+    "Add an option for parameter `name` of `fn`, with its default, type and docments help."
+    par = inspect.signature(fn).parameters[name]
+    d = None if par.default is inspect.Parameter.empty else par.default
+    if isinstance(d, bool): kw.setdefault('action', 'store_false' if d else 'store_true')
+    elif 'action' not in kw or kw['action'] == 'append':
+        ann = str(par.annotation).replace(' ', '').split('|')[0]
+        kw.setdefault('type', type(d) if isinstance(d, (int, float, str)) else _TYPES.get(ann, str))
+    if 'action' not in kw or kw['action'] != 'append': kw.setdefault('default', d if keep_default else None)
+    doc = (docments(fn).get(name) or '').replace('%', '%%')
+    shown = d if not isinstance(d, (bool, tuple, list)) and d is not None else None
+    kw.setdefault('help', doc + (f' (default: {shown})' if shown is not None else ''))
+    return p.add_argument(flag or '--' + name.replace('_', '-'), **kw)
+
+# %% ../nbs/40_cli.ipynb 9
+@dataclass(frozen=True)
+class Command:
+    "A subcommand of `ftlab`: `args(parser)` adds its options, `run(args)` does the work (returns the exit status)."
+    name: str; help: str; args: Callable; run: Callable
+
+COMMANDS: dict[str, Command] = {}
+
+def command(name:str, help:str, args:Callable):
+    "Decorator: register the run function of `ftlab NAME`; adding a command is adding one."
+    def deco(run): COMMANDS[name] = Command(name, help, args, run); return run
+    return deco
+
+def _pickle(p): p.add_argument('--allow-pickle', action='store_true', help='read .bin pickle weights (trusted sources only)')
+
+# %% ../nbs/40_cli.ipynb 10
+def _demo_args(p):
+    from ftlab.study import demo
+    for n in ('model', 'out', 'n', 'allow_pickle', 'train_task', 'train_steps', 'merge_task'): option(p, demo, n)
+    option(p, demo, 'graft_sparsities', '--graft-sparsity', action='append', type=float, dest='graft_sparsities')
+    option(p, demo, 'patching', '--no-patching', dest='patching')
+
+@command('demo', 'evaluate a base model on every task and write an HTML report', _demo_args)
+def _demo(args):
+    from ftlab.study import demo
+    kw = {k: v for k, v in vars(args).items() if k not in ('cmd', 'graft_sparsities')}
+    if args.graft_sparsities: kw['graft_sparsities'] = tuple(args.graft_sparsities)
+    print(f'Report written to {demo(**kw)}')
+
+# %% ../nbs/40_cli.ipynb 11
+def _zoo_args(p):
+    p.add_argument('names', nargs='*', help='zoo models to train (default: all)')
+    p.add_argument('--out-dir', default=None, help='where to write them (default: inside the package)')
+
+@command('zoo', 'pre-train zoo models from scratch (deterministic)', _zoo_args)
+def _zoo(args):
+    from ftlab.zoo import SPECS, ZOO_DIR, pretrain
+    names = args.names or list(SPECS)
+    bad = [n for n in names if n not in SPECS]
+    if bad: raise KeyError(f"Unknown zoo model(s) {bad}; valid: {', '.join(SPECS)}.")
+    for n in names: print(f'{n}: written to {pretrain(SPECS[n], Path(args.out_dir or ZOO_DIR) / n)}')
+
+# %% ../nbs/40_cli.ipynb 12
+def _train_args(p):
+    from ftlab.train import TrainConfig, finetune
+    for n in ('base', 'task', 'method'): option(p, TrainConfig, n)
+    p.add_argument('--out', required=True, help='run directory (refused if it exists, unless --overwrite or --resume)')
+    for n in ('overwrite', 'resume', 'allow_pickle'): option(p, finetune, n)
+    for n in TrainConfig.fields():
+        if n in ('base', 'task', 'method', 'layers', 'forget_tasks'): continue
+        option(p, TrainConfig, n, keep_default=False)        # unset: the run's config takes TrainConfig's default
+    option(p, TrainConfig, 'layers', nargs='+', type=int, keep_default=False)
+
+@command('train', 'fine-tune a base model on a task (full, LoRA, rsLoRA, DoRA, sparse)', _train_args)
+def _train(args):
+    from ftlab.train import finetune, TrainConfig
+    kw = {k: v for k, v in vars(args).items() if k in TrainConfig.fields() and v is not None}
+    run = finetune(args.base, args.task, args.method, args.out, overwrite=args.overwrite, resume=args.resume,
+                   allow_pickle=args.allow_pickle, **{k: v for k, v in kw.items() if k not in ('base', 'task', 'method')})
+    m = run.metrics.iloc[[0, -1]][['step', 'task_acc', 'task_loss', 'lm_loss', 'pre_acc']]
+    print(m.to_string(index=False))
+    print(f'Run written to {run.path} (checkpoints: {", ".join(map(str, run.checkpoints))})')
+
+def _runs_args(p):
+    from ftlab.train import runs
+    option(p, runs, 'root', 'root', nargs='?')
+
+@command('runs', 'table of the fine-tuning runs under a directory', _runs_args)
+def _runs(args):
+    from ftlab.train import runs
+    if not Path(args.root).is_dir(): raise FileNotFoundError(f'{args.root} is not a directory of runs.')
+    df = runs(args.root)
+    print(df.to_string(index=False) if len(df) else f'No runs under {args.root}.')
+
+# %% ../nbs/40_cli.ipynb 13
+def _pair_args(p):
+    p.add_argument('base', help='base: zoo name, local HF model directory or hub id')
+    p.add_argument('ft', nargs='?', default=None, help='fine-tuned model directory (omit with --adapter)')
+    p.add_argument('--adapter', default=None, help='peft LoRA adapter directory: the fine-tune is BASE + adapter')
+
+def _pair(args, error=ValueError):
+    "The (base, fine-tune) pair of a command's BASE FT / --adapter arguments."
+    from ftlab.sources import model_source
+    from ftlab.weights import ModelPair
+    if args.ft is None and args.adapter is None: raise error('Give the fine-tuned model FT, or --adapter DIR.')
+    if args.ft is not None and not Path(args.ft).is_dir(): raise FileNotFoundError(f'{args.ft} is not a model directory.')
+    return ModelPair(model_source(args.base), args.ft, adapter=args.adapter, allow_pickle=args.allow_pickle)
+
+def _intruders_args(p):
+    from ftlab.spectral import intruders
+    _pair_args(p)
+    for n in ('k', 'eps', 'method'): option(p, intruders, n)
+    p.add_argument('--out', required=True, help='CSV to write (one row per matrix and j)')
+    _pickle(p)
+
+@command('intruders', 'intruder dimensions of a fine-tune against its base (a CSV per (matrix, j))', _intruders_args)
+def _intruders(args):
+    from ftlab.spectral import intruders
+    pair = _pair(args)
+    refuse_inside(args.out, (args.base, args.ft, args.adapter), 'table')
+    res = intruders(pair, args.k, args.eps, method=args.method, keep_cos=False)
+    write_atomic(args.out, res.table.to_csv(index=False))
+    print(res.per_layer.to_string())
+    print(f'{res.count} intruders (k={args.k}, eps={args.eps}) over {len(res.per_matrix)} matrices; table written to {args.out}')
+    if len(res.errors): print(res.errors.to_string(index=False), file=sys.stderr)
+
+# %% ../nbs/40_cli.ipynb 14
+def _merge_args(p):
+    from ftlab.merge import merge
+    p.add_argument('config', nargs='?', help='mergekit-style YAML (merge_method, base_model, models, parameters, dtype)')
+    p.add_argument('out', nargs='?', help='output model directory (refused if it exists, unless --overwrite)')
+    option(p, merge, 'method', keep_default=False, help='instead of a YAML: a method of ftlab.merge (e.g. task_arithmetic, ties, dare_ties)')
+    p.add_argument('--base', help='base model: zoo name or directory')
+    p.add_argument('--model', action='append', help='a model to merge (repeatable)')
+    p.add_argument('--weight', type=float, action='append', help='weight of each --model, in order')
+    p.add_argument('--param', action='append', default=[], help='method parameter NAME=VALUE (repeatable), e.g. density=0.2')
+    option(p, merge, 'dtype', type=str)
+    for n in ('seed', 'overwrite', 'allow_pickle'): option(p, merge, n)
+
+@command('merge', 'merge fine-tunes of one base (mergekit YAML, or --method/--base/--model)', _merge_args)
+def _merge(args):
+    from ftlab.merge import read_mergekit, merge, MergeError
+    if args.method:
+        out = args.out or args.config    # with --method the only positional is OUT
+        if not out or (args.out and args.config): raise MergeError('With --method give only OUT (no YAML).')
+        if not args.model: raise MergeError('Give the models to merge with --model (repeatable).')
+        params = {}
+        for kv in args.param:
+            k, sep, v = kv.partition('=')
+            if not sep: raise MergeError(f'--param {kv!r}: expected NAME=VALUE, e.g. density=0.2.')
+            try: params[k] = json.loads(v)
+            except json.JSONDecodeError: params[k] = v
+        p = merge(args.base, args.model, args.method, args.weight, out=out, overwrite=args.overwrite, dtype=args.dtype,
+                  seed=args.seed, allow_pickle=args.allow_pickle, progress=True, **params)
+    else:
+        if not args.config or not args.out: raise MergeError('Usage: ftlab merge config.yml OUT (or --method ... OUT).')
+        mc = read_mergekit(args.config)
+        p = mc.run(args.out, overwrite=args.overwrite, seed=args.seed, allow_pickle=args.allow_pickle, progress=True)
+    rec = json.loads((Path(p) / 'ftlab_merge.json').read_text())
+    print(f"Merged {len(rec['models'])} model(s) with {rec['method']} {rec['params']} into {p}")
+
+# %% ../nbs/40_cli.ipynb 15
+def _graft_args(p):
+    from ftlab.localize import graft
+    _pair_args(p)
+    p.add_argument('--task', required=True, help='task the fine-tune learned (e.g. sort)')
+    for n in ('sparsity', 'steps', 'lr', 'sigmoid_bias', 'n_train', 'n_val', 'seed'): option(p, graft, n)
+    p.add_argument('--out', required=True, help='mask file to write (.safetensors; refused if it exists, unless --overwrite)')
+    p.add_argument('--overwrite', action='store_true', help='replace an existing mask file')
+    p.add_argument('--eval', action='store_true', help='also score base, fine-tune, base patch and graft (in and out of distribution)')
+    _pickle(p)
+
+@command('graft', 'skill localization: the grafting mask of a fine-tune on a task (safetensors)', _graft_args)
+def _graft(args):
+    from ftlab.localize import graft, graft_eval, LocalizeError
+    out = Path(args.out)
+    if args.ft is None and args.adapter is None: raise LocalizeError('Give the fine-tuned model FT, or --adapter DIR.')
+    if out.exists() and not args.overwrite: raise LocalizeError(f'{out} exists: pass --overwrite to replace it, or another --out.')
+    refuse_inside(out, (args.base, args.ft, args.adapter), 'mask', LocalizeError)
+    pair = _pair(args, LocalizeError)
+    m = graft(pair, args.task, args.sparsity, args.steps, args.lr, args.sigmoid_bias, args.n_train, args.n_val, seed=args.seed)
+    m.save(out)
+    print(m.log.to_string(index=False))
+    print(f"{m.count:,} of {m.numel:,} block entries grafted ({m.density:.2e}; base patch {m.base_patch.count:,}, "
+          f"best step {m.meta['best_step']}); mask written to {out}")
+    if args.eval: print(graft_eval(pair, m, args.task).to_string(index=False))
+
+# %% ../nbs/40_cli.ipynb 16
+def _eval_args(p):
+    from ftlab.evaluate import evaluate
+    p.add_argument('model', help='zoo name, local HF model directory or hub id')
+    p.add_argument('--task', action='append', help='task name, repeatable (default: all, in and out of distribution)')
+    option(p, evaluate, 'n'); _pickle(p)
+
+@command('eval', 'accuracy of a model on tasks', _eval_args)
+def _eval(args):
+    import pandas as pd
+    from ftlab.sources import load
+    from ftlab.tasks import TASKS, get_task
+    from ftlab.evaluate import evaluate
+    tasks = args.task or [t + s for t in TASKS for s in ('', ':ood')]
+    for t in tasks: get_task(t)  # fail before loading the model
+    m, tok = load(args.model, allow_pickle=args.allow_pickle)
+    print(pd.concat([evaluate(m, tok, t, n=args.n).summary for t in tasks]).to_string(index=False))
+
+# %% ../nbs/40_cli.ipynb 17
+def parser(cmd:str|None=None) -> argparse.ArgumentParser:
+    "The `ftlab` parser, with the options of command `cmd` (only its options: a command imports only what it calls)."
     p = argparse.ArgumentParser(prog='ftlab', description='What did fine-tuning do to this model?')
     sub = p.add_subparsers(dest='cmd', required=True)
-    d = sub.add_parser('demo', help='evaluate a base model on every task and write an HTML report')
-    d.add_argument('--model', default='llama', help='zoo name, local HF model directory or hub id')
-    d.add_argument('--out', default='reports/demo', help='output directory (report.html and CSVs)')
-    d.add_argument('--n', type=int, default=256, help='examples per task and split')
-    d.add_argument('--allow-pickle', action='store_true', help='read .bin pickle weights (trusted sources only)')
-    d.add_argument('--train-task', default='sort', help='task of the training section')
-    d.add_argument('--train-steps', type=int, default=200, help='steps per fine-tune in the training section (0: skip it)')
-    d.add_argument('--merge-task', default='count:ood', help='task of the second fine-tune that the merge section merges with the first')
-    d.add_argument('--graft-sparsity', type=float, action='append', help='sparsities of the localization section (repeatable; default 1e-4 1e-3 1e-2)')
-    d.add_argument('--no-patching', action='store_true', help='skip the circuit section (activation patching, CMAP)')
-    z = sub.add_parser('zoo', help='pre-train zoo models from scratch (deterministic)')
-    z.add_argument('names', nargs='*', help='zoo models to train (default: all)')
-    z.add_argument('--out-dir', default=None, help='where to write them (default: inside the package)')
-    t = sub.add_parser('train', help='fine-tune a base model on a task (full, LoRA, rsLoRA, DoRA, sparse)')
-    t.add_argument('--base', default='llama', help='zoo name, local HF model directory or hub id')
-    t.add_argument('--task', default='sort', help='task to fine-tune on')
-    t.add_argument('--method', default='lora', help='full, lora, rslora, dora or sparse')
-    t.add_argument('--out', required=True, help='run directory (refused if it exists, unless --overwrite or --resume)')
-    t.add_argument('--overwrite', action='store_true', help='replace an existing run directory')
-    t.add_argument('--resume', action='store_true', help='continue the run in --out from its last checkpoint')
-    t.add_argument('--allow-pickle', action='store_true', help='read .bin pickle weights (trusted sources only)')
-    for name, typ, hlp in [('r', int, 'LoRA rank'), ('alpha', float, 'LoRA alpha (default 2r)'), ('dropout', float, 'LoRA dropout'),
-                           ('targets', str, "attn, mlp, all, or kinds like 'q,v'"), ('preset', str, "full FT only: head or hft"),
-                           ('mask', str, "sparse: a safetensors mask file, or 'grad'"), ('density', float, "sparse with --mask grad"),
-                           ('steps', int, 'optimiser steps'), ('batch-size', int, 'packed rows per step'),
-                           ('seq-len', int, 'tokens per row'), ('lr', float, 'peak learning rate'),
-                           ('weight-decay', float, 'AdamW weight decay'), ('loss-on', str, 'answer or all'),
-                           ('eval-every', int, 'steps between evaluations'), ('n-eval', int, 'examples per evaluated task'),
-                           ('save-every', int, 'steps between checkpoints'), ('seed', int, 'data seed'),
-                           ('init-seed', int, 'adapter init / dropout seed')]:
-        t.add_argument(f'--{name}', type=typ, help=hlp)
-    t.add_argument('--layers', type=int, nargs='+', help='only these decoder layers train')
-    r = sub.add_parser('runs', help='table of the fine-tuning runs under a directory')
-    r.add_argument('root', nargs='?', default='runs')
-    i = sub.add_parser('intruders', help='intruder dimensions of a fine-tune against its base (a CSV per (matrix, j))')
-    i.add_argument('base', help='base: zoo name, local HF model directory or hub id')
-    i.add_argument('ft', nargs='?', default=None, help='fine-tuned model directory (omit with --adapter)')
-    i.add_argument('--adapter', default=None, help='peft LoRA adapter directory: the fine-tune is BASE + adapter')
-    i.add_argument('--k', type=int, default=10, help='top singular vectors per matrix')
-    i.add_argument('--eps', type=float, default=0.5, help='intruder iff max |cos| with every base vector < eps')
-    i.add_argument('--method', default='auto', help="auto (certified top-k, else full SVD) or full")
-    i.add_argument('--out', required=True, help='CSV to write (one row per matrix and j)')
-    i.add_argument('--allow-pickle', action='store_true', help='read .bin pickle weights (trusted sources only)')
-    g = sub.add_parser('merge', help='merge fine-tunes of one base (mergekit YAML, or --method/--base/--model)')
-    g.add_argument('config', nargs='?', help='mergekit-style YAML (merge_method, base_model, models, parameters, dtype)')
-    g.add_argument('out', nargs='?', help='output model directory (refused if it exists, unless --overwrite)')
-    g.add_argument('--method', help='instead of a YAML: a method of ftlab.merge (e.g. task_arithmetic, ties, dare_ties)')
-    g.add_argument('--base', help='base model: zoo name or directory')
-    g.add_argument('--model', action='append', help='a model to merge (repeatable)')
-    g.add_argument('--weight', type=float, action='append', help='weight of each --model, in order')
-    g.add_argument('--param', action='append', default=[], help='method parameter NAME=VALUE (repeatable), e.g. density=0.2')
-    g.add_argument('--dtype', default=None, help='output dtype (float32, bfloat16, float16; default: the base\'s)')
-    g.add_argument('--seed', type=int, default=0, help='seed of random methods (DARE)')
-    g.add_argument('--overwrite', action='store_true', help='replace an existing output directory')
-    g.add_argument('--allow-pickle', action='store_true', help='read .bin pickle weights (trusted sources only)')
-    a = sub.add_parser('graft', help='skill localization: the grafting mask of a fine-tune on a task (safetensors)')
-    a.add_argument('base', help='base: zoo name, local HF model directory or hub id')
-    a.add_argument('ft', nargs='?', default=None, help='fine-tuned model directory (omit with --adapter)')
-    a.add_argument('--adapter', default=None, help='peft LoRA adapter directory: the fine-tune is BASE + adapter')
-    a.add_argument('--task', required=True, help='task the fine-tune learned (e.g. sort)')
-    a.add_argument('--sparsity', type=float, default=1e-4, help='base patch size as a fraction of the block parameters')
-    a.add_argument('--steps', type=int, default=10, help='mask optimisation steps')
-    a.add_argument('--lr', type=float, default=1e7, help='learning rate of the mask logits S')
-    a.add_argument('--sigmoid-bias', type=float, default=10.0, help='c in sigmoid(S - c)')
-    a.add_argument('--n-train', type=int, default=256, help='training examples')
-    a.add_argument('--n-val', type=int, default=128, help='validation examples')
-    a.add_argument('--seed', type=int, default=0, help='data and initialisation seed')
-    a.add_argument('--out', required=True, help='mask file to write (.safetensors; refused if it exists, unless --overwrite)')
-    a.add_argument('--overwrite', action='store_true', help='replace an existing mask file')
-    a.add_argument('--eval', action='store_true', help='also score base, fine-tune, base patch and graft (in and out of distribution)')
-    a.add_argument('--allow-pickle', action='store_true', help='read .bin pickle weights (trusted sources only)')
-    e = sub.add_parser('eval', help='accuracy of a model on tasks')
-    e.add_argument('model', help='zoo name, local HF model directory or hub id')
-    e.add_argument('--task', action='append', help='task name, repeatable (default: all, in and out of distribution)')
-    e.add_argument('--n', type=int, default=256)
-    e.add_argument('--allow-pickle', action='store_true', help='read .bin pickle weights (trusted sources only)')
+    for c in COMMANDS.values():
+        sp = sub.add_parser(c.name, help=c.help, description=c.help)
+        if c.name == cmd: c.args(sp)
     return p
 
 def main(argv=None):
     "Entry point of the `ftlab` command."
-    args = _parser().parse_args(argv)
-    try: return _run(args)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser(next((a for a in argv if not a.startswith('-')), None)).parse_args(argv)
+    try: return COMMANDS[args.cmd].run(args) or 0
     except (KeyError, ValueError, OSError, NotImplementedError, FloatingPointError) as e:
         print(f'ftlab {args.cmd}: error: {e.args[0] if e.args else e}', file=sys.stderr)
         return 2
-
-def _run(args):
-    import json
-    import pandas as pd
-    if args.cmd == 'demo':
-        from ftlab.study import demo
-        p = demo(args.out, args.model, n=args.n, allow_pickle=args.allow_pickle, train_task=args.train_task,
-                 train_steps=args.train_steps,
-                 merge_task=args.merge_task, patching=not args.no_patching, **({'graft_sparsities': tuple(args.graft_sparsity)} if args.graft_sparsity else {}))
-        print(f'Report written to {p}')
-    elif args.cmd == 'zoo':
-        from ftlab.zoo import SPECS, ZOO_DIR, pretrain
-        names = args.names or list(SPECS)
-        bad = [n for n in names if n not in SPECS]
-        if bad: raise KeyError(f"Unknown zoo model(s) {bad}; valid: {', '.join(SPECS)}.")
-        for n in names: print(f'{n}: written to {pretrain(SPECS[n], Path(args.out_dir or ZOO_DIR) / n)}')
-    elif args.cmd == 'train':
-        from ftlab.train import finetune, TrainConfig
-        kw = {k: v for k, v in vars(args).items() if k in TrainConfig.fields() and v is not None}
-        run = finetune(args.base, args.task, args.method, args.out, overwrite=args.overwrite, resume=args.resume,
-                       allow_pickle=args.allow_pickle, **{k: v for k, v in kw.items() if k not in ('base', 'task', 'method')})
-        m = run.metrics.iloc[[0, -1]][['step', 'task_acc', 'task_loss', 'lm_loss', 'pre_acc']]
-        print(m.to_string(index=False))
-        print(f'Run written to {run.path} (checkpoints: {", ".join(map(str, run.checkpoints))})')
-    elif args.cmd == 'runs':
-        from ftlab.train import runs
-        if not Path(args.root).is_dir(): raise FileNotFoundError(f'{args.root} is not a directory of runs.')
-        df = runs(args.root)
-        print(df.to_string(index=False) if len(df) else f'No runs under {args.root}.')
-    elif args.cmd == 'intruders':
-        from ftlab.spectral import intruders
-        from ftlab.weights import ModelPair
-        if args.ft is None and args.adapter is None: raise ValueError('Give the fine-tuned model FT, or --adapter DIR.')
-        if args.ft is not None and not Path(args.ft).is_dir(): raise FileNotFoundError(f'{args.ft} is not a model directory.')
-        pair = ModelPair(model_source(args.base), args.ft, adapter=args.adapter, allow_pickle=args.allow_pickle)
-        refuse_inside(args.out, (args.base, args.ft, args.adapter), 'table')
-        res = intruders(pair, args.k, args.eps, method=args.method, keep_cos=False)
-        write_atomic(args.out, res.table.to_csv(index=False))
-        print(res.per_layer.to_string())
-        print(f'{res.count} intruders (k={args.k}, eps={args.eps}) over {len(res.per_matrix)} matrices; table written to {args.out}')
-        if len(res.errors): print(res.errors.to_string(index=False), file=sys.stderr)
-    elif args.cmd == 'merge':
-        from ftlab.merge import read_mergekit, merge, MergeError
-        if args.method:
-            out = args.out or args.config    # with --method the only positional is OUT
-            if not out or (args.out and args.config): raise MergeError('With --method give only OUT (no YAML).')
-            if not args.model: raise MergeError('Give the models to merge with --model (repeatable).')
-            params = {}
-            for kv in args.param:
-                k, sep, v = kv.partition('=')
-                if not sep: raise MergeError(f'--param {kv!r}: expected NAME=VALUE, e.g. density=0.2.')
-                try: params[k] = json.loads(v)
-                except json.JSONDecodeError: params[k] = v
-            p = merge(args.base, args.model, args.method, args.weight, out=out, overwrite=args.overwrite, dtype=args.dtype,
-                      seed=args.seed, allow_pickle=args.allow_pickle, progress=True, **params)
-        else:
-            if not args.config or not args.out: raise MergeError('Usage: ftlab merge config.yml OUT (or --method ... OUT).')
-            mc = read_mergekit(args.config)
-            p = mc.run(args.out, overwrite=args.overwrite, seed=args.seed, allow_pickle=args.allow_pickle, progress=True)
-        rec = json.loads((Path(p) / 'ftlab_merge.json').read_text())
-        print(f"Merged {len(rec['models'])} model(s) with {rec['method']} {rec['params']} into {p}")
-    elif args.cmd == 'graft':
-        from ftlab.localize import graft, graft_eval, LocalizeError
-        from ftlab.weights import ModelPair
-        out = Path(args.out)
-        if args.ft is None and args.adapter is None: raise LocalizeError('Give the fine-tuned model FT, or --adapter DIR.')
-        if args.ft is not None and not Path(args.ft).is_dir(): raise FileNotFoundError(f'{args.ft} is not a model directory.')
-        if out.exists() and not args.overwrite: raise LocalizeError(f'{out} exists: pass --overwrite to replace it, or another --out.')
-        refuse_inside(out, (args.base, args.ft, args.adapter), 'mask', LocalizeError)
-        pair = ModelPair(model_source(args.base), args.ft, adapter=args.adapter, allow_pickle=args.allow_pickle)
-        m = graft(pair, args.task, args.sparsity, args.steps, args.lr, args.sigmoid_bias, args.n_train, args.n_val, seed=args.seed)
-        m.save(out)
-        print(m.log.to_string(index=False))
-        print(f"{m.count:,} of {m.numel:,} block entries grafted ({m.density:.2e}; base patch {m.base_patch.count:,}, "
-              f"best step {m.meta['best_step']}); mask written to {out}")
-        if args.eval: print(graft_eval(pair, m, args.task).to_string(index=False))
-    elif args.cmd == 'eval':
-        from ftlab.tasks import TASKS, get_task
-        from ftlab.evaluate import evaluate
-        tasks = args.task or [t + s for t in TASKS for s in ('', ':ood')]
-        for t in tasks: get_task(t)  # fail before loading the model
-        m, tok = load(args.model, allow_pickle=args.allow_pickle)
-        print(pd.concat([evaluate(m, tok, t, n=args.n).summary for t in tasks]).to_string(index=False))
-    return 0
