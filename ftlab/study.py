@@ -18,6 +18,7 @@ from .merge import METHODS, MergeStudy, sweep_figure
 from .localize import graft_sweep, graft_eval, sparsity_figure, mask_map, expected_overlap
 from .patching import query_pairs, act_patch, attr_patch, agreement, patch_heatmap, cmap, tuco
 from .report import Report
+from .core import refuse_inside
 
 # %% auto 0
 __all__ = ['accuracy_figure', 'demo']
@@ -49,6 +50,7 @@ def demo(out:str|Path='reports/demo', # output directory
          patching:bool=True, # add the circuit section (activation patching of the base, CMAP of the full fine-tune)
         ) -> Path:
     "The main job: evaluate `model` on every task in and out of distribution, fine-tune, analyse, merge and patch; write report.html and CSVs."
+    refuse_inside(out, [model], 'report')                # before anything is loaded or written
     t0 = time.time()
     m, tok = model_tok or load(model, allow_pickle=allow_pickle)
     ev = evaluate_all(m, tok, n=n, seed=seed)

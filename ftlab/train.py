@@ -14,7 +14,7 @@ from transformers import TrainerCallback
 from .tasks import get_task, mixture_examples, PRETRAIN_TASKS, stable_seed
 from .evaluate import encode, evaluate, lm_loss, answer_token_mask
 from .weights import param_info, open_weights, family_of
-from .core import write_atomic
+from .core import refuse_inside, write_atomic
 from .sources import load, model_source
 from .zoo import lr_lambda   # warm-up, then cosine to 10% (shared with pre-training)
 
@@ -378,6 +378,7 @@ def finetune(base='llama', # zoo name, local HF model directory or hub id (recor
     if isinstance(mask, (str, Path)): kw['mask'] = str(mask)
     elif mask is not None: kw['mask'] = 'mask.safetensors'
     cfg = TrainConfig(base=str(base), task=tsk.name, method=method, **kw)
+    refuse_inside(out or Path('runs') / f'{cfg.task}-{cfg.method}', [cfg.base] + ([cfg.mask] if cfg.mask != 'grad' else []), 'run')
     out, resuming = _prepare(cfg, out or Path('runs') / f'{cfg.task}-{cfg.method}', overwrite, resume)
     torch.set_num_threads(cfg.threads or min(2, os.cpu_count()))
     model, tok = (copy.deepcopy(model_tok[0]), model_tok[1]) if model_tok else load(cfg.base, allow_pickle=allow_pickle)

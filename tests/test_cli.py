@@ -160,3 +160,15 @@ def test_train_bad_method_lists_valid(tmp_path):
 def test_train_unknown_target(tmp_path):
     r = ftlab('train', '--targets', 'ffn', '--out', tmp_path / 'x')
     assert r.returncode == 2 and "Unknown target module 'ffn'" in r.stderr and 'attn, mlp, all' in r.stderr, r.stderr
+
+def test_train_and_demo_never_write_into_the_base(tiny_dir, tmp_path):
+    "train/demo with --out inside, equal to, or around the base model's directory: refused (exit 2), the base untouched."
+    import hashlib
+    snap = lambda: {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(tiny_dir.iterdir())}
+    before = snap()
+    for out in (tiny_dir / 'run', tiny_dir, tiny_dir.parent):
+        r = ftlab('train', '--base', tiny_dir, '--task', 'sort', '--method', 'full', '--steps', '2', '--out', out, '--overwrite')
+        assert r.returncode == 2 and 'never writes into an input' in r.stderr, r.stderr
+    r = ftlab('demo', '--model', tiny_dir, '--out', tiny_dir / 'report', '--n', '8')
+    assert r.returncode == 2 and 'never writes into an input' in r.stderr, r.stderr
+    assert snap() == before and not (tiny_dir / 'run').exists() and not (tiny_dir / 'report').exists()
