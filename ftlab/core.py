@@ -4,12 +4,14 @@
 
 # %% ../nbs/00_core.ipynb 1
 from __future__ import annotations
-import os, shutil, tempfile
+import json, math, os, shutil, tempfile
 from pathlib import Path
+import torch
 import ftlab
 
 # %% auto 0
-__all__ = ['ZOO_DIR', 'ZOO_NAMES', 'FtlabError', 'cache_dir', 'write_atomic', 'atomic_dir', 'refuse_inside']
+__all__ = ['ZOO_DIR', 'ZOO_NAMES', 'FtlabError', 'cache_dir', 'write_atomic', 'atomic_dir', 'refuse_inside', 'SafetensorsWriter',
+           'copy_model_files']
 
 # %% ../nbs/00_core.ipynb 5
 class FtlabError(ValueError):
@@ -62,3 +64,40 @@ def refuse_inside(out:str|Path, # the file or directory about to be written
         rel = 'is' if o == p else 'is inside' if p in o.parents else 'contains' if o in p.parents else None
         if rel: raise error(f'out={out} {rel} the input model directory {p}; ftlab never writes into an input directory. '
                             f'Write the {what} elsewhere.')
+
+# %% ../nbs/00_core.ipynb 19
+_ST_DTYPES = {torch.float32: 'F32', torch.float16: 'F16', torch.bfloat16: 'BF16', torch.float64: 'F64',
+              torch.int64: 'I64', torch.int32: 'I32', torch.int16: 'I16', torch.int8: 'I8', torch.uint8: 'U8', torch.bool: 'BOOL'}
+
+class SafetensorsWriter:
+    "Write tensors of known names, shapes and dtypes to one safetensors file, streaming (header first)."
+    def __init__(self, path:str|Path, specs:list, # (name, shape, dtype) in the order they will be written
+                 metadata:dict|None=None):
+        header, off = {}, 0
+        for name, shape, dt in specs:
+            size = math.prod(shape) * torch.empty(0, dtype=dt).element_size()
+            header[name] = dict(dtype=_ST_DTYPES[dt], shape=list(shape), data_offsets=[off, off + size]); off += size
+        header['__metadata__'] = metadata or {'format': 'pt'}
+        h = json.dumps(header, separators=(',', ':')).encode()
+        h += b' ' * (-len(h) % 8)
+        self.specs, self.i, self.f = specs, 0, open(path, 'wb')
+        self.f.write(len(h).to_bytes(8, 'little')); self.f.write(h)
+    def write(self, name:str, t:torch.Tensor):
+        n, shape, dt = self.specs[self.i]
+        if name != n or tuple(t.shape) != tuple(shape) or t.dtype != dt:
+            raise FtlabError(f'SafetensorsWriter expected {n} {tuple(shape)} {dt}, got {name} {tuple(t.shape)} {t.dtype}.')
+        self.f.write(memoryview(t.detach().contiguous().reshape(-1).view(torch.uint8).numpy())); self.i += 1
+    def close(self):
+        self.f.close()
+        if self.i != len(self.specs): raise FtlabError(f'{len(self.specs) - self.i} tensors were never written.')
+
+_AUX_SKIP = ('training_log.jsonl', 'zoo_spec.json', 'eval.csv', 'README.md', 'ftlab_merge.json', 'training_args.bin')
+
+def copy_model_files(src:str|Path, # a HF model directory
+                     dst:str|Path) -> list[str]:
+    "Copy `src`'s files other than weights and ftlab's records (config, generation config, tokenizer) into `dst`; their names."
+    out = []
+    for f in sorted(Path(src).iterdir()):
+        if f.is_file() and not f.name.endswith(('.safetensors', '.bin', '.index.json', '.pt', '.pth')) and f.name not in _AUX_SKIP:
+            shutil.copy(f, Path(dst) / f.name); out.append(f.name)
+    return out

@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np, pandas as pd, torch
 import plotly.graph_objects as go
 from .weights import open_weights, Weights, LoraWeights, ModelPair, WeightsError, param_info, input_dirs
-from .core import FtlabError, atomic_dir, refuse_inside
+from .core import FtlabError, atomic_dir, refuse_inside, SafetensorsWriter, copy_model_files
 from .display import show_figure
 from .tensors import magnitude_prune, model_threshold, lowrank_factors
 from .sources import open_source, load
@@ -22,9 +22,8 @@ from .sources import open_source, load
 __all__ = ['FUSED', 'METHODS', 'MERGEKIT_METHODS', 'MergeError', 'random_prune', 'outlier_prune', 'elect_sign', 'TensorCtx',
            'MergeMethod', 'merge_method', 'methods_table', 'disjoint_merge', 'task_arithmetic', 'magnitude_prune_merge',
            'ties', 'dare_linear', 'dare_ties', 'breadcrumbs', 'breadcrumbs_ties', 'linear', 'soup', 'model_stock',
-           'slerp', 'lines', 'wise_ft', 'SafetensorsWriter', 'tensor_seed', 'merge', 'MergeConfig', 'MergekitParams',
-           'read_mergekit', 'merge_adapters', 'MergeStudy', 'loss_barrier', 'greedy_soup', 'task_bars', 'sweep_figure',
-           'merge_widget']
+           'slerp', 'lines', 'wise_ft', 'tensor_seed', 'merge', 'MergeConfig', 'MergekitParams', 'read_mergekit',
+           'merge_adapters', 'MergeStudy', 'loss_barrier', 'greedy_soup', 'task_bars', 'sweep_figure', 'merge_widget']
 
 # %% ../nbs/22_merge.ipynb 7
 class MergeError(FtlabError):
@@ -463,31 +462,6 @@ def wise_ft(base, models, weights, *, alpha:float=0.5, ctx=None):
     return (1 - alpha) * base.float() + alpha * models[0].float()
 
 # %% ../nbs/22_merge.ipynb 25
-_ST_DTYPES = {torch.float32: 'F32', torch.float16: 'F16', torch.bfloat16: 'BF16', torch.float64: 'F64',
-              torch.int64: 'I64', torch.int32: 'I32', torch.int16: 'I16', torch.int8: 'I8', torch.uint8: 'U8', torch.bool: 'BOOL'}
-
-class SafetensorsWriter:
-    "Write tensors of known names, shapes and dtypes to one safetensors file, streaming (header first)."
-    def __init__(self, path:str|Path, specs:list, # (name, shape, dtype) in the order they will be written
-                 metadata:dict|None=None):
-        header, off = {}, 0
-        for name, shape, dt in specs:
-            size = math.prod(shape) * torch.empty(0, dtype=dt).element_size()
-            header[name] = dict(dtype=_ST_DTYPES[dt], shape=list(shape), data_offsets=[off, off + size]); off += size
-        header['__metadata__'] = metadata or {'format': 'pt'}
-        h = json.dumps(header, separators=(',', ':')).encode()
-        h += b' ' * (-len(h) % 8)
-        self.specs, self.i, self.f = specs, 0, open(path, 'wb')
-        self.f.write(len(h).to_bytes(8, 'little')); self.f.write(h)
-    def write(self, name:str, t:torch.Tensor):
-        n, shape, dt = self.specs[self.i]
-        if name != n or tuple(t.shape) != tuple(shape) or t.dtype != dt:
-            raise MergeError(f'SafetensorsWriter expected {n} {tuple(shape)} {dt}, got {name} {tuple(t.shape)} {t.dtype}.')
-        self.f.write(memoryview(t.detach().contiguous().reshape(-1).view(torch.uint8).numpy())); self.i += 1
-    def close(self):
-        self.f.close()
-        if self.i != len(self.specs): raise MergeError(f'{len(self.specs) - self.i} tensors were never written.')
-
 def tensor_seed(seed:int, name:str) -> int:
     "The generator seed of tensor `name` in a merge with `seed`."
     return int.from_bytes(hashlib.sha256(f'{seed}:{name}'.encode()).digest()[:8], 'little') & (2**63 - 1)
@@ -607,11 +581,7 @@ def merge(base, # base: model dir, zoo name, nn.Module, dict, Run, Weights (None
 def _copy_aux(ref, config, d):
     "Config, generation config and tokenizer files of the base (or first model) into `d`."
     src = next(reversed(input_dirs(ref)), None)
-    if src is not None:
-        for f in src.iterdir():
-            if f.is_file() and not f.name.endswith(('.safetensors', '.bin', '.index.json', '.pt', '.pth')) \
-               and f.name not in ('training_log.jsonl', 'zoo_spec.json', 'eval.csv', 'README.md', 'ftlab_merge.json'):
-                shutil.copy(f, d / f.name)
+    if src is not None: copy_model_files(src, d)
     elif config is not None and hasattr(config, 'save_pretrained'): config.save_pretrained(d)
 
 def _label(x):

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 import plotly.graph_objects as go
-from .core import atomic_dir, cache_dir, refuse_inside
+from .core import atomic_dir, cache_dir, copy_model_files, refuse_inside
 from .display import show_figure
 from .sources import as_pair
 from .tensors import lowrank_factors
@@ -558,10 +558,7 @@ def _write_hf(pair, new, out):
         dt = {t.dtype for n, t in sd.items() if n not in new}
         if len(dt) == 1: sd = {n: t.to(next(iter(dt))) for n, t in sd.items()}
         save_file(sd, d / 'model.safetensors', metadata={'format': 'pt'})
-        if src is not None:
-            for f in src.iterdir():
-                if f.is_file() and not f.name.endswith(('.safetensors', '.bin', '.index.json')) and f.name != 'training_args.bin':
-                    shutil.copy(f, d / f.name)
+        if src is not None: copy_model_files(src, d)
         elif pair.config is not None and hasattr(pair.config, 'save_pretrained'): pair.config.save_pretrained(d)
     return atomic_dir(out, write)
 
