@@ -88,6 +88,7 @@ def _join_qkv(a:Arch, q, k, v):
 
 def _block(root, a, l): return root.get_submodule(f'{a.blocks}.{l}')
 
+# %% ../nbs/05_arch.ipynb 13
 @component('resid_pre', None, '[batch, pos, d_model]', after_last=True)
 def _resid_pre(root, a, l, fn):
     "The input of block l (of the final norm for l = n_layers)."
@@ -142,6 +143,7 @@ def _qkv_hook(i:int):
 
 for _i, _n in enumerate('qkv'): component(_n, 'q' if _n == 'q' else 'kv', '[batch, pos, head, d_head]')(_qkv_hook(_i))
 
+# %% ../nbs/05_arch.ipynb 16
 @contextmanager
 def hooks(model, fns:dict):
     "Attach `fn(act) -> act | None` per component name inside a `with` block; always removed."

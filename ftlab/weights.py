@@ -263,6 +263,31 @@ def family(config) -> str:
     "The ftlab family name ('gpt2', 'llama', 'gpt_neox', 'gptj') of a HF config (or its model_type string)."
     return family_of(config).name
 
+# %% ../nbs/04_weights.ipynb 27
+add_family(Family('gpt2', ('gpt2',),
+    ((r'attn\.c_attn', 'attn', 'qkv'), (r'attn\.c_proj', 'attn', 'o'), (r'mlp\.c_fc', 'mlp', 'up'), (r'mlp\.c_proj', 'mlp', 'down'),
+     (r'ln_1', 'attn', 'norm'), (r'ln_2', 'mlp', 'norm')),
+    blocks='transformer.h', final_norm='transformer.ln_f', attn='attn', mlp='mlp', attn_norm='ln_1', o_proj='attn.c_proj',
+    qkv=('attn.c_attn',), qkv_layout='concat', conv1d=True))
+add_family(Family('llama', ('llama', 'mistral', 'qwen2', 'qwen3', 'olmo'),
+    ((r'self_attn\.q_proj', 'attn', 'q'), (r'self_attn\.k_proj', 'attn', 'k'), (r'self_attn\.v_proj', 'attn', 'v'),
+     (r'self_attn\.o_proj', 'attn', 'o'), (r'self_attn\.[qk]_norm', 'attn', 'norm'), (r'mlp\.gate_proj', 'mlp', 'gate'),
+     (r'mlp\.up_proj', 'mlp', 'up'), (r'mlp\.down_proj', 'mlp', 'down'), (r'input_layernorm', 'attn', 'norm'),
+     (r'post_attention_layernorm', 'mlp', 'norm')),
+    blocks='model.layers', final_norm='model.norm', attn='self_attn', mlp='mlp', attn_norm='input_layernorm',
+    o_proj='self_attn.o_proj', qkv=('self_attn.q_proj', 'self_attn.k_proj', 'self_attn.v_proj')))
+add_family(Family('gpt_neox', ('gpt_neox',),
+    ((r'attention\.query_key_value', 'attn', 'qkv'), (r'attention\.dense', 'attn', 'o'), (r'mlp\.dense_h_to_4h', 'mlp', 'up'),
+     (r'mlp\.dense_4h_to_h', 'mlp', 'down'), (r'input_layernorm', 'attn', 'norm'), (r'post_attention_layernorm', 'mlp', 'norm')),
+    blocks='gpt_neox.layers', final_norm='gpt_neox.final_layer_norm', attn='attention', mlp='mlp', attn_norm='input_layernorm',
+    o_proj='attention.dense', qkv=('attention.query_key_value',), qkv_layout='per_head'))
+add_family(Family('gptj', ('gptj',),
+    ((r'attn\.q_proj', 'attn', 'q'), (r'attn\.k_proj', 'attn', 'k'), (r'attn\.v_proj', 'attn', 'v'), (r'attn\.out_proj', 'attn', 'o'),
+     (r'mlp\.fc_in', 'mlp', 'up'), (r'mlp\.fc_out', 'mlp', 'down'), (r'ln_1', 'attn', 'norm')),
+    blocks='transformer.h', final_norm='transformer.ln_f', attn='attn', mlp='mlp', attn_norm='ln_1', o_proj='attn.out_proj',
+    qkv=('attn.q_proj', 'attn.k_proj', 'attn.v_proj')));
+
+# %% ../nbs/04_weights.ipynb 30
 _OUTER = [(r'(wte|wpe|embed_tokens|embed_in)', 'embed'), (r'(ln_f|norm|final_layer_norm)', 'norm'), (r'(lm_head|embed_out)', 'head')]
 
 @dataclass(frozen=True)
@@ -292,27 +317,3 @@ def weights_table(w:Mapping, config=None) -> pd.DataFrame:
     if config is None: raise WeightsError('These weights carry no config: pass config= (a HF config or model_type).')
     shapes = w.shapes
     return pd.DataFrame([dict(vars(param_info(k, config)), shape=tuple(s), numel=math.prod(s)) for k, s in shapes.items()])
-
-# %% ../nbs/04_weights.ipynb 27
-add_family(Family('gpt2', ('gpt2',),
-    ((r'attn\.c_attn', 'attn', 'qkv'), (r'attn\.c_proj', 'attn', 'o'), (r'mlp\.c_fc', 'mlp', 'up'), (r'mlp\.c_proj', 'mlp', 'down'),
-     (r'ln_1', 'attn', 'norm'), (r'ln_2', 'mlp', 'norm')),
-    blocks='transformer.h', final_norm='transformer.ln_f', attn='attn', mlp='mlp', attn_norm='ln_1', o_proj='attn.c_proj',
-    qkv=('attn.c_attn',), qkv_layout='concat', conv1d=True))
-add_family(Family('llama', ('llama', 'mistral', 'qwen2', 'qwen3', 'olmo'),
-    ((r'self_attn\.q_proj', 'attn', 'q'), (r'self_attn\.k_proj', 'attn', 'k'), (r'self_attn\.v_proj', 'attn', 'v'),
-     (r'self_attn\.o_proj', 'attn', 'o'), (r'self_attn\.[qk]_norm', 'attn', 'norm'), (r'mlp\.gate_proj', 'mlp', 'gate'),
-     (r'mlp\.up_proj', 'mlp', 'up'), (r'mlp\.down_proj', 'mlp', 'down'), (r'input_layernorm', 'attn', 'norm'),
-     (r'post_attention_layernorm', 'mlp', 'norm')),
-    blocks='model.layers', final_norm='model.norm', attn='self_attn', mlp='mlp', attn_norm='input_layernorm',
-    o_proj='self_attn.o_proj', qkv=('self_attn.q_proj', 'self_attn.k_proj', 'self_attn.v_proj')))
-add_family(Family('gpt_neox', ('gpt_neox',),
-    ((r'attention\.query_key_value', 'attn', 'qkv'), (r'attention\.dense', 'attn', 'o'), (r'mlp\.dense_h_to_4h', 'mlp', 'up'),
-     (r'mlp\.dense_4h_to_h', 'mlp', 'down'), (r'input_layernorm', 'attn', 'norm'), (r'post_attention_layernorm', 'mlp', 'norm')),
-    blocks='gpt_neox.layers', final_norm='gpt_neox.final_layer_norm', attn='attention', mlp='mlp', attn_norm='input_layernorm',
-    o_proj='attention.dense', qkv=('attention.query_key_value',), qkv_layout='per_head'))
-add_family(Family('gptj', ('gptj',),
-    ((r'attn\.q_proj', 'attn', 'q'), (r'attn\.k_proj', 'attn', 'k'), (r'attn\.v_proj', 'attn', 'v'), (r'attn\.out_proj', 'attn', 'o'),
-     (r'mlp\.fc_in', 'mlp', 'up'), (r'mlp\.fc_out', 'mlp', 'down'), (r'ln_1', 'attn', 'norm')),
-    blocks='transformer.h', final_norm='transformer.ln_f', attn='attn', mlp='mlp', attn_norm='ln_1', o_proj='attn.out_proj',
-    qkv=('attn.q_proj', 'attn.k_proj', 'attn.v_proj')));
