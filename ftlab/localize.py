@@ -268,6 +268,7 @@ def graft(pair, # ModelPair, or (base, fine-tune): zoo names, dirs, modules; a `
     m.base_patch = b
     return m
 
+# %% ../nbs/23_localize.ipynb 13
 def apply_mask(pair, # ModelPair or (base, fine-tune)
                mask:Mapping, # name → bool tensor (a `Mask`)
                model=None) -> dict|torch.nn.Module:
@@ -282,7 +283,7 @@ def apply_mask(pair, # ModelPair or (base, fine-tune)
     model.load_state_dict(out, strict=False)
     return model
 
-# %% ../nbs/23_localize.ipynb 14
+# %% ../nbs/23_localize.ipynb 15
 def planted_skill(seed:int=0, steps:int=300, n_facts:int=8, density:float=0.2, lr:float=3e-2):
     "A (base, fine-tune, task, R, D) test case: a skill trained into a known sparse set R of a tiny Llama, hidden behind decoys D."
     from ftlab.zoo import tiny_model
@@ -319,7 +320,7 @@ def planted_skill(seed:int=0, steps:int=300, n_facts:int=8, density:float=0.2, l
         for n, m in D.items(): ft[n][m] = p[n][m] + 2 * tau_scale * torch.sign(torch.randn(int(m.sum()), generator=g))
     return base, tok, ft, task, Mask(R, base.config), Mask(D, base.config)
 
-# %% ../nbs/23_localize.ipynb 18
+# %% ../nbs/23_localize.ipynb 19
 def graft_sweep(pair, task, sparsities=(1e-5, 1e-4, 1e-3, 1e-2), # base patch sizes
                 progress:bool=True, **kw) -> dict[float, Mask]:
     "{sparsity: graft(pair, task, sparsity, **kw)}."
@@ -373,7 +374,7 @@ def expected_overlap(a:Mask, b:Mask, norm:str='jaccard') -> float:
     inter = pa * pb * N
     return {'jaccard': inter / (a.count + b.count - inter), 'min': inter / min(a.count, b.count), 'row': inter / a.count}[norm]
 
-# %% ../nbs/23_localize.ipynb 20
+# %% ../nbs/23_localize.ipynb 21
 def sparsity_figure(ev:pd.DataFrame, title:str='Grafting: accuracy and calibration vs sparsity') -> go.Figure:
     "Accuracy and ECE of grafts and base patches vs sparsity (log x), with the fine-tune and base as lines."
     fig = make_subplots(rows=1, cols=2, subplot_titles=('accuracy', 'ECE (10 equal-width bins)'))

@@ -296,6 +296,7 @@ def disjoint_merge(deltas:torch.Tensor|list, # [models, ...] (sparsified) task v
         _disjoint(wd, wd if sign_weighted else sl, wl, consensus, normalize, out[i:i + _CHUNK])
     return out.view(deltas[0].shape)
 
+# %% ../nbs/22_merge.ipynb 15
 def _deltas(base, models): return [m.float() - base.float() for m in models]
 
 @merge_method('task_arithmetic', 'Ilharco et al. 2023, arXiv:2212.04089', label='task arithmetic',
@@ -319,6 +320,7 @@ def magnitude_prune_merge(base, models, weights, *, density=0.2, lam:float=1.0, 
     d = [magnitude_prune(x, p) for x, p in zip(_deltas(base, models), _per_model(density, len(models), 'density'))]
     return base.float() + lam * disjoint_merge(d, weights, None, normalize=None)
 
+# %% ../nbs/22_merge.ipynb 16
 def _ties_prepare(base, models, weights, names, ctxs, params):
     if params.get('trim', 'tensor') != 'model': return {}
     dens = _per_model(params.get('density', 0.2), len(models), 'density')
@@ -352,6 +354,7 @@ def ties(base, models, weights, *, density=0.2, lam:float=1.0, trim:str='tensor'
     d = _trim(_deltas(base, models), dens, th)
     return base.float() + lam * disjoint_merge(d, weights, consensus, sign_weighted, normalize)
 
+# %% ../nbs/22_merge.ipynb 17
 def _dare(base, models, density, rescale, ctx):
     dens = _per_model(density, len(models), 'density'); _check_density(dens)
     g = ctx.generator if ctx else None
@@ -374,6 +377,7 @@ def dare_ties(base, models, weights, *, density=0.5, lam:float=1.0, rescale:str|
     d = _dare(base, models, density, rescale, ctx)
     return base.float() + lam * disjoint_merge(d, weights, consensus, sign_weighted, normalize)
 
+# %% ../nbs/22_merge.ipynb 18
 def _crumbs(base, models, density, gamma, scope):
     dens, gam = _per_model(density, len(models), 'density'), _per_model(gamma, len(models), 'gamma')
     _check_density(dens)
@@ -395,7 +399,7 @@ def breadcrumbs_ties(base, models, weights, *, density=0.15, gamma=0.006, scope:
     d = _crumbs(base, models, density, gamma, scope)
     return base.float() + lam * disjoint_merge(d, weights, consensus, sign_weighted, normalize)
 
-# %% ../nbs/22_merge.ipynb 21
+# %% ../nbs/22_merge.ipynb 25
 @merge_method('linear', 'Wortsman et al. 2022 (model soups), arXiv:2203.05482', needs_base=False, label='linear',
               task_vectors=False, mergekit=lambda p: dict(normalize=p.normalize(True)))
 def linear(base, models, weights, *, normalize:bool=True, ctx=None):
@@ -461,7 +465,7 @@ def wise_ft(base, models, weights, *, alpha:float=0.5, ctx=None):
     "(1 − α)·θ0 + α·θ1: weight-space ensembling of the base and one fine-tune."
     return (1 - alpha) * base.float() + alpha * models[0].float()
 
-# %% ../nbs/22_merge.ipynb 25
+# %% ../nbs/22_merge.ipynb 29
 def tensor_seed(seed:int, name:str) -> int:
     "The generator seed of tensor `name` in a merge with `seed`."
     return int.from_bytes(hashlib.sha256(f'{seed}:{name}'.encode()).digest()[:8], 'little') & (2**63 - 1)
@@ -490,7 +494,7 @@ def _n_layers(config, names):
     ls = [int(m.group(1)) for k in names if (m := re.search(r'(?:^|\.)(?:h|layers)\.(\d+)\.', k))]
     return max(ls) + 1 if ls else 1
 
-# %% ../nbs/22_merge.ipynb 26
+# %% ../nbs/22_merge.ipynb 30
 def merge(base, # base: model dir, zoo name, nn.Module, dict, Run, Weights (None for linear/soup)
           models:list, # the models to merge: same kinds as `base`, or (base, adapter_dir) pairs
           method:str='task_arithmetic', # a name in METHODS (see `methods_table()`)
@@ -597,7 +601,7 @@ def _version():
     import ftlab
     return ftlab.__version__
 
-# %% ../nbs/22_merge.ipynb 39
+# %% ../nbs/22_merge.ipynb 43
 MERGEKIT_METHODS = tuple(k for k, m in METHODS.items() if m.mergekit)   # the methods ftlab shares with mergekit
 _MK_GLOBAL = {'normalize', 'rescale', 'int8_mask', 'lambda', 't', 'filter_wise', 'weight', 'density', 'gamma'}
 _MK_TOP = {'merge_method', 'base_model', 'models', 'parameters', 'dtype', 'out_dtype', 'tokenizer_source', 'name'}
@@ -679,7 +683,7 @@ def read_mergekit(path:str|Path) -> MergeConfig:
     params = m.mergekit(MergekitParams(path, meth, gp, entries))
     return MergeConfig(meth, base, [x for x, _ in entries], weights, params, cfg.get('out_dtype') or cfg.get('dtype'))
 
-# %% ../nbs/22_merge.ipynb 42
+# %% ../nbs/22_merge.ipynb 46
 def merge_adapters(base, # the base all adapters were trained on (dir, zoo name, nn.Module, Weights)
                    adapters:list, # peft LoRA adapter directories (or Runs)
                    method:str='task_arithmetic', weights:list|None=None,
@@ -743,7 +747,7 @@ def merge_adapters(base, # the base all adapters were trained on (dir, zoo name,
         (dd / 'ftlab_merge.json').write_text(json.dumps(record, indent=1))
     return atomic_dir(out, write)
 
-# %% ../nbs/22_merge.ipynb 47
+# %% ../nbs/22_merge.ipynb 51
 def _spec_key(spec:dict) -> str: return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 class MergeStudy:
@@ -841,6 +845,7 @@ class MergeStudy:
             out.append(self._frame(rows, a=a, b=b, alpha=al))
         return pd.concat(out, ignore_index=True)
 
+# %% ../nbs/22_merge.ipynb 52
 def loss_barrier(curve:pd.DataFrame, tasks:list|None=None) -> float:
     "max_α [L(θα) − ((1−α)L(θa) + αL(θb))] of an `interpolate` curve, L the mean task loss over `tasks`."
     c = curve[curve.task.isin(tasks)] if tasks else curve[curve.task != 'lm_loss']
@@ -865,7 +870,7 @@ def greedy_soup(study:MergeStudy, # the ingredients are its fine-tunes
         log.append(dict(step=i, candidate=l, score=s, kept=kept))
     return soup_, pd.DataFrame(log)
 
-# %% ../nbs/22_merge.ipynb 49
+# %% ../nbs/22_merge.ipynb 54
 def task_bars(df:pd.DataFrame, # rows of MergeStudy.evaluate / individual (task, accuracy), a `label` column per bar group
               title:str='Accuracy per task', y:str='accuracy') -> go.Figure:
     "Grouped bars: accuracy (or `y`) per task for each label."

@@ -329,6 +329,7 @@ class Intruders:
         return (f'Intruders({self.count} at k={self.k}, eps={self.eps} over {len(self.matrices)} matrices'
                 + (f'; {len(self.errors)} matrices not analysed' if len(self.errors) else '') + ')')
 
+# %% ../nbs/21_spectral.ipynb 19
 def _auto_workers() -> int:
     "2 worker threads where torch has ≥ 2 threads and idle OpenMP threads sleep; else 1 (see `intruders`)."
     active = os.environ.get('OMP_WAIT_POLICY', '').upper() == 'ACTIVE'
@@ -406,7 +407,7 @@ def intruders(pair, # `ModelPair`, or (base, fine-tune): anything `open_weights`
     return Intruders(pd.DataFrame(rows, columns=cols), pd.DataFrame(info, columns=['layer', 'module', 'name', 'shape', 'rel_update', 'how']),
                      k, eps, cos, pd.DataFrame(errors, columns=['layer', 'module', 'name', 'problem']))
 
-# %% ../nbs/21_spectral.ipynb 21
+# %% ../nbs/21_spectral.ipynb 22
 def intruders_reference(W0:torch.Tensor, Wt:torch.Tensor, k:int=10, eps:float=0.5) -> tuple[torch.Tensor, int]:
     "The paper's computation for one matrix pair ([out, in]): (s_j for j ≤ k, intruder count). Full fp32 SVDs, no cache."
     U0 = torch.linalg.svd(W0.float(), full_matrices=False)[0]
@@ -414,7 +415,7 @@ def intruders_reference(W0:torch.Tensor, Wt:torch.Tensor, k:int=10, eps:float=0.
     s = (Ut.T @ U0).abs().max(1).values[:k]
     return s, int((s < eps).sum())
 
-# %% ../nbs/21_spectral.ipynb 34
+# %% ../nbs/21_spectral.ipynb 35
 def cos_heatmap(res:Intruders, name:str, # a matrix of `res` (see `res.per_matrix`)
                 title:str|None=None) -> go.Figure:
     "|cos| between the top-k vectors of the fine-tuned matrix and the base vectors most aligned with them."
@@ -441,7 +442,7 @@ def eps_figure(results:dict, # {label: Intruders}
     fig.update_layout(title=title, xaxis_title='ε (threshold on max |cos|)', yaxis_title=f'intruders (top k)', height=380)
     return fig
 
-# %% ../nbs/21_spectral.ipynb 38
+# %% ../nbs/21_spectral.ipynb 39
 def _check_energy(energy):
     if not 0 < energy <= 1: raise ValueError(f'energy={energy} is outside (0, 1]: it is the share of Σσ² to cover (the paper uses 0.9).')
 
@@ -513,7 +514,7 @@ def delta_rank(pair, energy:float=0.9, adapter=None, kinds=MATRIX_KINDS, layers=
     return _problems(rows, 'delta_rank', ['layer', 'module', 'name', 'shape', 'rank_delta', 'rank_base', 'rank_gauss',
                                           'fro_delta', 'spectral_delta', 'rel_update', 'problem'])
 
-# %% ../nbs/21_spectral.ipynb 42
+# %% ../nbs/21_spectral.ipynb 43
 def scale_intruders(pair, lam:float=0.75, # new singular value of each intruder: λσ
                     k:int=10, eps:float=0.5, adapter=None,
                     out:str|Path|None=None, # write here (HF dir, or a peft adapter dir for a LoRA fine-tune)
@@ -583,7 +584,7 @@ def _write_adapter(pair, new, out):
             if f.is_file() and f.name not in ('adapter_model.safetensors', 'adapter_model.bin'): shutil.copy(f, d / f.name)
     return atomic_dir(out, write)
 
-# %% ../nbs/21_spectral.ipynb 48
+# %% ../nbs/21_spectral.ipynb 49
 from transformers import TrainerCallback
 
 def live_weights(model) -> dict[str, torch.Tensor]:
@@ -648,7 +649,7 @@ def history_figure(histories:dict, # {label: IntruderTracker.history}
     fig.update_layout(title=title, xaxis_title='step', yaxis_title='intruders (top k)', height=380)
     return fig
 
-# %% ../nbs/21_spectral.ipynb 53
+# %% ../nbs/21_spectral.ipynb 54
 def layer_figure(res:Intruders, title:str|None=None) -> go.Figure:
     "Intruder counts per layer, stacked by module."
     pl = res.per_layer

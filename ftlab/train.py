@@ -208,6 +208,7 @@ def save_checkpoint(model, tok, out:str|Path, step:int) -> Path:
     shutil.rmtree(d, ignore_errors=True); os.replace(tmp, d)
     return d
 
+# %% ../nbs/20_train.ipynb 20
 class Run:
     "A fine-tuning run directory: config, status, metrics, checkpoints; loads its models and weights."
     def __init__(self, path:str|Path):
@@ -281,12 +282,13 @@ class Run:
         return row
     def __repr__(self): return f'Run({self.path}, {self.config.method} on {self.config.task}, {self.status.get("status")})'
 
+# %% ../nbs/20_train.ipynb 21
 def runs(root:str|Path='runs') -> pd.DataFrame:
     "One row per run directory under `root` (searched recursively): method, hyper-parameters, final metrics."
     paths = sorted(p.parent for p in Path(root).rglob('run_config.json'))
     return pd.DataFrame([Run(p).summary() for p in paths])
 
-# %% ../nbs/20_train.ipynb 21
+# %% ../nbs/20_train.ipynb 23
 def grad_mask(model, batches, # (input_ids, labels) pairs
               names:list[str], density:float) -> dict[str, torch.Tensor]:
     "Boolean masks over parameters `names`: the top `density` fraction of entries by summed |gradient|, ranked globally."
@@ -314,7 +316,7 @@ def _check_mask(mask, model):
     if wrong: raise ValueError(f'Sparse mask shapes differ from the parameters: {wrong[:5]}.')
     return {n: v.bool() for n, v in mask.items()}
 
-# %% ../nbs/20_train.ipynb 23
+# %% ../nbs/20_train.ipynb 25
 def _prepare(cfg, out, overwrite, resume):
     out = Path(out)
     if out.exists() and any(out.iterdir()):
@@ -358,6 +360,7 @@ def _takes_model(cb) -> bool:
     try: return 'model' in inspect.signature(cb).parameters
     except (TypeError, ValueError): return False
 
+# %% ../nbs/20_train.ipynb 26
 def finetune(base='llama', # zoo name, local HF model directory or hub id (recorded in the config)
              task='sort', # task name or Task
              method:str='lora', # one of METHODS
@@ -468,7 +471,7 @@ def finetune(base='llama', # zoo name, local HF model directory or hub id (recor
             for cb in callbacks: cb(row, model=model) if _takes_model(cb) else cb(row)
     return Run(out)
 
-# %% ../nbs/20_train.ipynb 25
+# %% ../nbs/20_train.ipynb 28
 def curves_figure(metrics:pd.DataFrame|Run|dict, # a run's metrics, a Run, or {label: metrics}
                   title:str='Learning and forgetting') -> go.Figure:
     "Target accuracy (solid), mean pre-training-task accuracy (dotted) and pre-training LM loss per step, a colour per run."
@@ -510,7 +513,7 @@ class LivePlot:
             for tr, col in zip(self.fig.data, ['task_acc', 'pre_acc', 'lm_loss']):
                 tr.x, tr.y = metrics.step.tolist(), metrics[col].tolist()
 
-# %% ../nbs/20_train.ipynb 47
+# %% ../nbs/20_train.ipynb 50
 class FtlabCallback(TrainerCallback):
     "ftlab's evaluation, forgetting and snapshots for a HF `Trainer`: `Trainer(..., callbacks=[FtlabCallback(tok, 'sort')])`."
     def __init__(self, tok, task, out:str|Path|None=None, eval_every:int=50, save_every:int|None=None,
