@@ -141,7 +141,9 @@ def _qkv_hook(i:int):
         return block.get_submodule(a.qkv[0]).register_forward_hook(post_f)
     return hook
 
-for _i, _n in enumerate('qkv'): component(_n, 'q' if _n == 'q' else 'kv', '[batch, pos, head, d_head]')(_qkv_hook(_i))
+component('q', 'q', '[batch, pos, head, d_head]')(_qkv_hook(0))
+component('k', 'kv', '[batch, pos, head, d_head]')(_qkv_hook(1))
+component('v', 'kv', '[batch, pos, head, d_head]')(_qkv_hook(2))
 
 # %% ../nbs/05_arch.ipynb 16
 @contextmanager

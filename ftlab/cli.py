@@ -116,11 +116,10 @@ def _pair_args(p):
 
 def _pair(args, error=ValueError):
     "The (base, fine-tune) pair of a command's BASE FT / --adapter arguments."
-    from ftlab.sources import model_source
-    from ftlab.weights import ModelPair
+    from ftlab.sources import as_pair
     if args.ft is None and args.adapter is None: raise error('Give the fine-tuned model FT, or --adapter DIR.')
     if args.ft is not None and not Path(args.ft).is_dir(): raise FileNotFoundError(f'{args.ft} is not a model directory.')
-    return ModelPair(model_source(args.base), args.ft, adapter=args.adapter, allow_pickle=args.allow_pickle)
+    return as_pair((args.base, args.ft), adapter=args.adapter, allow_pickle=args.allow_pickle)
 
 def _intruders_args(p):
     from ftlab.spectral import intruders

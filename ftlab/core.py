@@ -93,9 +93,13 @@ class SafetensorsWriter:
 
 _AUX_SKIP = ('training_log.jsonl', 'zoo_spec.json', 'eval.csv', 'README.md', 'ftlab_merge.json', 'training_args.bin')
 
-def copy_model_files(src:str|Path, # a HF model directory
-                     dst:str|Path) -> list[str]:
+def copy_model_files(src:str|Path|None, # a HF model directory (None: weights held in memory)
+                     dst:str|Path,
+                     config=None) -> list[str]: # written instead (`save_pretrained`) when there is no `src`
     "Copy `src`'s files other than weights and ftlab's records (config, generation config, tokenizer) into `dst`; their names."
+    if src is None:
+        if hasattr(config, 'save_pretrained'): config.save_pretrained(dst)
+        return sorted(p.name for p in Path(dst).iterdir())
     out = []
     for f in sorted(Path(src).iterdir()):
         if f.is_file() and not f.name.endswith(('.safetensors', '.bin', '.index.json', '.pt', '.pth')) and f.name not in _AUX_SKIP:

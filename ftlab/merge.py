@@ -16,7 +16,7 @@ from .weights import open_weights, Weights, LoraWeights, ModelPair, WeightsError
 from .core import FtlabError, atomic_dir, refuse_inside, SafetensorsWriter, copy_model_files
 from .display import show_figure
 from .tensors import magnitude_prune, model_threshold, lowrank_factors
-from .sources import open_source, load
+from .sources import open_source, load, is_run
 
 # %% auto 0
 __all__ = ['FUSED', 'METHODS', 'MERGEKIT_METHODS', 'MergeError', 'random_prune', 'outlier_prune', 'elect_sign', 'TensorCtx',
@@ -578,19 +578,13 @@ def merge(base, # base: model dir, zoo name, nn.Module, dict, Run, Weights (None
             total = sum(math.prod(s[1]) * torch.empty(0, dtype=s[2]).element_size() for s in specs)
             (d / 'model.safetensors.index.json').write_text(json.dumps(dict(
                 metadata=dict(total_size=total), weight_map={n: f for f, sh in zip(files, shards) for n, _, _ in sh}), indent=2))
-        _copy_aux(ref, config, d)
+        copy_model_files(next(reversed(input_dirs(ref)), None), d, config)   # the base's (or first model's) config and tokenizer
         (d / 'ftlab_merge.json').write_text(json.dumps(record, indent=1, default=str))
     return atomic_dir(out, write)
 
-def _copy_aux(ref, config, d):
-    "Config, generation config and tokenizer files of the base (or first model) into `d`."
-    src = next(reversed(input_dirs(ref)), None)
-    if src is not None: copy_model_files(src, d)
-    elif config is not None and hasattr(config, 'save_pretrained'): config.save_pretrained(d)
-
 def _label(x):
     if x is None: return None
-    if hasattr(x, 'path') and hasattr(x, 'checkpoint'): return str(x.path)
+    if is_run(x): return str(x.path)
     if isinstance(x, tuple): return [_label(y) for y in x]
     if isinstance(x, (str, Path)): return str(x)
     return type(x).__name__
@@ -695,7 +689,7 @@ def merge_adapters(base, # the base all adapters were trained on (dir, zoo name,
     if not m.task_vectors:
         raise MergeError(f"{method} does not act on task vectors; merge adapters with {', '.join(k for k, x in METHODS.items() if x.task_vectors)}.")
     bw = open_source(base)
-    paths = [Path(a.checkpoint()) if hasattr(a, 'checkpoint') else Path(a) for a in adapters]
+    paths = [Path(a.checkpoint()) if is_run(a) else Path(a) for a in adapters]
     lws = [LoraWeights(bw, p) for p in paths]
     if any('lora_magnitude_vector' in p for lw in lws for p in lw.parts.values()):
         raise MergeError('DoRA adapters carry a magnitude vector that is not a low-rank delta; merge the models instead (merge()).')
@@ -766,7 +760,7 @@ class MergeStudy:
         self.base = {k: w0[k] for k in w0}
         self.models = {}
         for lab, x in models.items():
-            w = open_source(x) if not (hasattr(x, 'weights') and hasattr(x, 'checkpoint')) else x.weights(base=self.model)
+            w = x.weights(base=self.model) if is_run(x) else open_source(x)
             _align(Weights(self.base, config=self.model.config), [w], [lab])
             self.models[lab] = {k: w[k].to(self.base[k].dtype) for k in self.base}
         self.ids = {lab: _label(x) for lab, x in models.items()}

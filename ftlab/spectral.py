@@ -559,8 +559,7 @@ def _write_hf(pair, new, out):
         dt = {t.dtype for n, t in sd.items() if n not in new}
         if len(dt) == 1: sd = {n: t.to(next(iter(dt))) for n, t in sd.items()}
         save_file(sd, d / 'model.safetensors', metadata={'format': 'pt'})
-        if src is not None: copy_model_files(src, d)
-        elif pair.config is not None and hasattr(pair.config, 'save_pretrained'): pair.config.save_pretrained(d)
+        copy_model_files(src, d, pair.config)
     return atomic_dir(out, write)
 
 def _write_adapter(pair, new, out):

@@ -381,8 +381,9 @@ def finetune(base='llama', # zoo name, local HF model directory or hub id (recor
     if isinstance(mask, (str, Path)): kw['mask'] = str(mask)
     elif mask is not None: kw['mask'] = 'mask.safetensors'
     cfg = TrainConfig(base=str(base), task=tsk.name, method=method, **kw)
-    refuse_inside(out or Path('runs') / f'{cfg.task}-{cfg.method}', [cfg.base] + ([cfg.mask] if cfg.mask != 'grad' else []), 'run')
-    out, resuming = _prepare(cfg, out or Path('runs') / f'{cfg.task}-{cfg.method}', overwrite, resume)
+    out = Path(out or Path('runs') / f'{cfg.task}-{cfg.method}')
+    refuse_inside(out, [cfg.base] + ([cfg.mask] if cfg.mask != 'grad' else []), 'run')
+    out, resuming = _prepare(cfg, out, overwrite, resume)
     torch.set_num_threads(cfg.threads or min(2, os.cpu_count()))
     model, tok = (copy.deepcopy(model_tok[0]), model_tok[1]) if model_tok else load(cfg.base, allow_pickle=allow_pickle)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
