@@ -4,20 +4,44 @@
 
 # %% ../nbs/00_core.ipynb 1
 from __future__ import annotations
-import json, math, os, shutil, tempfile
+import glob, json, math, os, reprlib, shutil, socket, tempfile, time, warnings
 from pathlib import Path
 import torch
 import ftlab
 
 # %% auto 0
-__all__ = ['ZOO_DIR', 'ZOO_NAMES', 'FtlabError', 'cache_dir', 'write_atomic', 'atomic_dir', 'refuse_inside', 'SafetensorsWriter',
-           'copy_model_files']
+__all__ = ['ZOO_DIR', 'ZOO_NAMES', 'PARTIAL', 'FtlabError', 'short', 'check_number', 'cache_dir', 'sweep_temporaries',
+           'write_atomic', 'atomic_dir', 'refuse_inside', 'guard_output', 'SafetensorsWriter', 'save_safetensors',
+           'copy_model_files', 'read_yaml', 'read_json']
 
 # %% ../nbs/00_core.ipynb 5
 class FtlabError(ValueError):
     "A user error ftlab explains: what it expected, what it found, and what to do. Every pillar's error derives from it."
 
-# %% ../nbs/00_core.ipynb 8
+# %% ../nbs/00_core.ipynb 7
+def short(x, n:int=80) -> str:
+    "`repr(x)`, cut to about `n` characters: an error message never spells out an unbounded value."
+    r = reprlib.Repr(); r.maxstring = r.maxother = n; r.maxlist = r.maxtuple = r.maxdict = r.maxset = 6; r.maxlevel = 3
+    s = r.repr(x)
+    return s if len(s) <= n else s[:n - 1] + '…'
+
+# %% ../nbs/00_core.ipynb 9
+def check_number(value, name:str, # the value and the parameter it is given for
+                 lo:float|None=None, hi:float|None=None, # the valid range (None: unbounded)
+                 open_lo:bool=False, open_hi:bool=False, # exclude the bound itself
+                 integer:bool=False, error=FtlabError) -> float|int:
+    "`value` after checking it is a finite number (a whole one if `integer`) in the range; else `error` naming `name`, the value and the range."
+    rng = (f"{'(' if open_lo else '['}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{')' if open_hi else ']'}")
+    kind = 'a whole number' if integer else 'a number'
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) or (hasattr(value, 'item') and getattr(value, 'ndim', 1) == 0)
+    if ok: value = value.item() if hasattr(value, 'item') else value
+    if not ok or (integer and float(value) != int(value)) or not math.isfinite(value):
+        raise error(f'{name}={short(value)}: expected {kind} in {rng}.')
+    if (lo is not None and (value < lo or open_lo and value == lo)) or (hi is not None and (value > hi or open_hi and value == hi)):
+        raise error(f'{name}={short(value)} is out of range: expected {kind} in {rng}.')
+    return int(value) if integer else value
+
+# %% ../nbs/00_core.ipynb 12
 ZOO_DIR = Path(ftlab.__file__).parent / 'zoo_models'   # the embedded zoo: one HF model directory per name
 ZOO_NAMES = ('llama', 'llama-v1', 'gpt2')              # its models (`ftlab.zoo.SPECS` holds their recipes)
 
@@ -25,32 +49,95 @@ def cache_dir() -> Path:
     "Where ftlab caches derived data: `$FTLAB_CACHE`, else `~/.cache/ftlab`."
     return Path(os.environ.get('FTLAB_CACHE') or Path.home() / '.cache' / 'ftlab')
 
-# %% ../nbs/00_core.ipynb 11
-def write_atomic(path:str|Path, data:str|bytes) -> Path:
-    "Write `data` to `path` via a temporary file in the same directory and a rename."
+# %% ../nbs/00_core.ipynb 15
+PARTIAL = '.ftlab-partial'   # the marker file inside a temporary output directory
+
+def _alive(pid:int) -> bool:
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except (PermissionError, OSError): return True
+    return True
+
+def _tmp_pid(p:Path, stem:str) -> int|None:
+    rest = p.name.removeprefix('.').removeprefix(stem)
+    for tag in ('.tmp', '.old'):
+        if rest.startswith(tag):
+            num = rest[len(tag):].split('.')[0]
+            return int(num) if num.isdigit() else None
+    return None
+
+def sweep_temporaries(out:str|Path) -> list[Path]:
+    "Remove the temporaries that killed ftlab writers left beside `out` (a dead pid; a directory must carry the marker); the paths removed."
+    out = Path(out); removed = []
+    if not out.parent.is_dir(): return removed
+    pats = [f'{glob.escape(out.name)}.tmp*', f'.{glob.escape(out.name)}.tmp*', f'.{glob.escape(out.name)}.old*']
+    for p in sorted({q for pat in pats for q in out.parent.glob(pat)}):
+        pid = _tmp_pid(p, out.name)
+        if pid is None or _alive(pid): continue
+        if p.name.startswith(f'.{out.name}.old') and not (out.exists() or out.is_symlink()):
+            os.replace(p, out); warnings.warn(f'{out} was restored from {p.name}: a writer (pid {pid}) was killed while replacing it.')
+            continue
+        if p.is_dir() and not p.name.startswith('.'):
+            if not (p / PARTIAL).exists(): continue          # not ours: leave it
+            mark = json.loads((p / PARTIAL).read_text() or '{}')
+            if mark.get('host', socket.gethostname()) != socket.gethostname(): continue
+        shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+        removed.append(p)
+    if removed: warnings.warn(f"Removed {len(removed)} temporary file(s) left by killed ftlab writers: {', '.join(p.name for p in removed)}.")
+    return removed
+
+# %% ../nbs/00_core.ipynb 17
+def _exists(p:Path) -> bool: return p.exists() or p.is_symlink()
+
+def _taken(out, overwrite):
+    return FtlabError(f'{out} exists; pass overwrite=True (CLI: --overwrite) to replace it, or write elsewhere.') if not overwrite else None
+
+def write_atomic(path:str|Path, data, # str or bytes, or a function that writes the file at the path it is given
+                 overwrite:bool=True) -> Path: # False: refuse an existing `path`, even one another writer creates meanwhile
+    "Write `data` to `path` via a temporary file in the same directory and a rename: `path` is complete or untouched."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.')
+    sweep_temporaries(path)
+    if _exists(path) and not overwrite: raise _taken(path, overwrite)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.tmp{os.getpid()}.')
     try:
-        with os.fdopen(fd, 'wb') as f: f.write(data.encode() if isinstance(data, str) else data)
+        if callable(data): os.close(fd); data(Path(tmp))
+        else:
+            with os.fdopen(fd, 'wb') as f: f.write(data.encode() if isinstance(data, str) else data)
         umask = os.umask(0); os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)   # mkstemp makes 0600 files; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True); raise
+        if overwrite: os.replace(tmp, path)
+        else:
+            try: os.link(tmp, path)     # exclusive: fails if `path` appeared meanwhile
+            except FileExistsError: raise FtlabError(f'{path} was created by another writer while this one ran; it was left as it is. '
+                                                     'Pass overwrite=True to replace it.') from None
+    finally: Path(tmp).unlink(missing_ok=True)
     return path
 
-# %% ../nbs/00_core.ipynb 13
-def atomic_dir(out:str|Path, write) -> Path:
-    "Build directory `out` atomically: `write(tmp)` fills a sibling temporary directory, which then replaces `out`."
-    out = Path(out); tmp = out.with_name(out.name + f'.tmp{os.getpid()}')
+# %% ../nbs/00_core.ipynb 19
+def atomic_dir(out:str|Path, write, # fills the temporary directory it is given
+               overwrite:bool=False) -> Path: # replace an existing `out` (only once the new one is complete)
+    "Build directory `out` atomically and exclusively: `write(tmp)` fills a marked sibling temporary directory, which then becomes `out`."
+    out = Path(out); sweep_temporaries(out)
+    if _exists(out) and not overwrite: raise _taken(out, overwrite)
+    tmp = out.with_name(out.name + f'.tmp{os.getpid()}')
     shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
-    try: write(tmp)
-    except BaseException: shutil.rmtree(tmp, ignore_errors=True); raise
-    if out.exists(): shutil.rmtree(out)
-    os.replace(tmp, out)
+    try:
+        (tmp / PARTIAL).write_text(json.dumps(dict(pid=os.getpid(), host=socket.gethostname(), out=str(out), time=time.time())))
+        write(tmp)
+        (tmp / PARTIAL).unlink()
+        if _exists(out):
+            if not overwrite: raise FtlabError(f'{out} was created by another writer while this one ran; it was left as it is. '
+                                               'Pass overwrite=True to replace it, or write elsewhere.')
+            old = out.with_name(f'.{out.name}.old{os.getpid()}')
+            os.replace(out, old); os.replace(tmp, out)
+            shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
+        else:
+            try: os.rename(tmp, out)   # fails if `out` appeared meanwhile (a non-empty directory or a file)
+            except OSError: raise FtlabError(f'{out} was created by another writer while this one ran; it was left as it is.') from None
+    finally: shutil.rmtree(tmp, ignore_errors=True)
     return out
 
-# %% ../nbs/00_core.ipynb 16
+# %% ../nbs/00_core.ipynb 22
 def refuse_inside(out:str|Path, # the file or directory about to be written
                   inputs, # input paths or zoo names (None entries are skipped)
                   what:str='output', # what is written, for the message
@@ -65,7 +152,20 @@ def refuse_inside(out:str|Path, # the file or directory about to be written
         if rel: raise error(f'out={out} {rel} the input model directory {p}; ftlab never writes into an input directory. '
                             f'Write the {what} elsewhere.')
 
-# %% ../nbs/00_core.ipynb 19
+# %% ../nbs/00_core.ipynb 24
+def guard_output(out:str|Path, # the file or directory about to be written
+                 inputs=(), # input paths or zoo names it may not touch
+                 overwrite:bool=False, # allow replacing an existing `out`
+                 what:str='output', error=FtlabError) -> Path:
+    "The checks before anything is computed or written: `out` is no input (`refuse_inside`), exists only with `overwrite`, and killed writers' temporaries are swept."
+    out = Path(out)
+    refuse_inside(out, inputs, what, error)
+    sweep_temporaries(out)
+    if _exists(out) and not overwrite:
+        raise error(f'{out} exists; pass overwrite=True (CLI: --overwrite) to replace it, or write the {what} elsewhere.')
+    return out
+
+# %% ../nbs/00_core.ipynb 27
 _ST_DTYPES = {torch.float32: 'F32', torch.float16: 'F16', torch.bfloat16: 'BF16', torch.float64: 'F64',
               torch.int64: 'I64', torch.int32: 'I32', torch.int16: 'I16', torch.int8: 'I8', torch.uint8: 'U8', torch.bool: 'BOOL'}
 
@@ -77,7 +177,7 @@ class SafetensorsWriter:
         for name, shape, dt in specs:
             size = math.prod(shape) * torch.empty(0, dtype=dt).element_size()
             header[name] = dict(dtype=_ST_DTYPES[dt], shape=list(shape), data_offsets=[off, off + size]); off += size
-        header['__metadata__'] = metadata or {'format': 'pt'}
+        header['__metadata__'] = dict(sorted((metadata or {'format': 'pt'}).items()))   # sorted: identical inputs, identical bytes
         h = json.dumps(header, separators=(',', ':')).encode()
         h += b' ' * (-len(h) % 8)
         self.specs, self.i, self.f = specs, 0, open(path, 'wb')
@@ -90,6 +190,18 @@ class SafetensorsWriter:
     def close(self):
         self.f.close()
         if self.i != len(self.specs): raise FtlabError(f'{len(self.specs) - self.i} tensors were never written.')
+
+def save_safetensors(tensors:dict, path:str|Path, metadata:dict|None=None,
+                     overwrite:bool=True) -> Path:
+    "Write `tensors` to a safetensors file atomically, names and metadata sorted: identical tensors and metadata give identical bytes."
+    names = sorted(tensors)
+    def write(tmp):
+        w = SafetensorsWriter(tmp, [(n, tuple(tensors[n].shape), tensors[n].dtype) for n in names], metadata)
+        try:
+            for n in names: w.write(n, tensors[n])
+        finally: w.f.close()
+        w.close()
+    return write_atomic(path, write, overwrite)
 
 _AUX_SKIP = ('training_log.jsonl', 'zoo_spec.json', 'eval.csv', 'README.md', 'ftlab_merge.json', 'training_args.bin')
 
@@ -105,3 +217,42 @@ def copy_model_files(src:str|Path|None, # a HF model directory (None: weights he
         if f.is_file() and not f.name.endswith(('.safetensors', '.bin', '.index.json', '.pt', '.pth')) and f.name not in _AUX_SKIP:
             shutil.copy(f, Path(dst) / f.name); out.append(f.name)
     return out
+
+# %% ../nbs/00_core.ipynb 30
+def read_yaml(path:str|Path, max_bytes:int=1_000_000, # refuse larger files
+              max_aliases:int=100, # refuse files with more `*alias` references
+              error=FtlabError):
+    "The data of YAML file `path` (safe types only), read within size and alias limits; errors name the file and line."
+    import yaml
+    path = Path(path)
+    if not path.is_file(): raise FileNotFoundError(2, 'No such file (a YAML config was expected)', str(path))
+    size = path.stat().st_size
+    if size > max_bytes: raise error(f'{path} is {size:,} bytes; ftlab reads YAML configs of up to {max_bytes:,} bytes. Is it the right file?')
+    n = [0]
+    class Loader(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                n[0] += 1
+                if n[0] > max_aliases:
+                    m = self.peek_event().start_mark
+                    raise error(f'{path}, line {m.line + 1}: more than {max_aliases} YAML aliases (*name); ftlab refuses '
+                                'configs that expand by aliases. Write the values out.')
+            return super().compose_node(parent, index)
+    try: text = path.read_text()
+    except UnicodeDecodeError: raise error(f'{path} is not a text file (UTF-8); a YAML config was expected.') from None
+    try: return yaml.load(text, Loader)
+    except yaml.MarkedYAMLError as e:
+        m = e.problem_mark or e.context_mark
+        raise error(f'{path}, line {m.line + 1}, column {m.column + 1}: not valid YAML: {e.problem or e.context}. '
+                    'Fix the file (indentation, quotes, colons).') from None
+    except yaml.YAMLError as e: raise error(f'{path}: not valid YAML ({short(str(e), 200)}).') from None
+
+# %% ../nbs/00_core.ipynb 32
+def read_json(path:str|Path, what:str='JSON file', error=FtlabError):
+    "The data of JSON file `path`; a damaged file is an `error` naming the file, the line and what it should be."
+    path = Path(path)
+    try: return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        where = f', line {e.lineno}' if isinstance(e, json.JSONDecodeError) else ''
+        raise error(f'{path}{where}: not valid JSON ({getattr(e, "msg", e)}); this {what} is damaged. '
+                    'Restore or re-create it.') from None

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 import torch
-from .core import FtlabError, ZOO_DIR, ZOO_NAMES
+from .core import FtlabError, ZOO_DIR, ZOO_NAMES, read_json
 from .weights import Weights, LoraWeights, ModelPair, open_weights, weight_files
 
 # %% auto 0
@@ -46,13 +46,18 @@ def model_dir(name:str|Path, # a zoo name, a local HF model directory, or a hub 
         return src
     src = Path(name)
     if src.is_dir():
-        weight_files(src, allow_pickle)   # clear errors for missing shards or pickle weights
+        weight_files(src, allow_pickle)   # clear errors for missing shards, damaged files or pickle weights
+        if not (src / 'config.json').is_file():
+            raise FileNotFoundError(f'{src} has weights but no config.json; copy the config of the model they belong to.')
+        read_json(src / 'config.json', 'model config')
         return src
     if src.exists() or str(name).startswith(('.', '/')):
         raise FileNotFoundError(f"{name!r} is not a model directory nor a zoo name ({', '.join(ZOO_NAMES)}).")
     return None
 
 # %% ../nbs/06_sources.ipynb 13
+_TOKENIZER_FILES = ('tokenizer.json', 'tokenizer.model', 'vocab.json', 'tokenizer_config.json', 'spiece.model')
+
 def load(name:str='llama', # a zoo name ('llama', 'gpt2'), a local HF model directory, or a hub id
          allow_pickle:bool=False, # allow `.bin` (pickle) weights for a non-zoo model
          dtype=torch.float32, # torch dtype or name: 'auto' (the checkpoint's), 'bfloat16', 'float16', 'float32'
@@ -61,6 +66,9 @@ def load(name:str='llama', # a zoo name ('llama', 'gpt2'), a local HF model dire
     "The model (eval mode) and tokenizer of a zoo model, a local directory or a hub id."
     from transformers import AutoModelForCausalLM, AutoTokenizer
     src, dtype = model_dir(name, allow_pickle), pick_dtype(dtype)
+    if src is not None and not any((src / f).exists() for f in _TOKENIZER_FILES):
+        raise FileNotFoundError(f'{src} has no tokenizer (none of {", ".join(_TOKENIZER_FILES)}); ftlab needs the model\'s '
+                                'tokenizer. Copy the tokenizer files of its base model into a copy of the directory.')
     kw = dict(dtype=dtype, use_safetensors=None if allow_pickle else True)
     if device_map is not None: kw['device_map'] = device_map
     try:

@@ -9,16 +9,38 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 import pandas as pd, torch
-from .core import FtlabError
+from .core import FtlabError, read_json
 
 # %% auto 0
-__all__ = ['QKV_LAYOUTS', 'FAMILIES', 'WeightsError', 'weight_files', 'Weights', 'dora_weight', 'LoraWeights', 'open_weights',
-           'input_dirs', 'ModelPair', 'task_vector', 'Family', 'add_family', 'family_of', 'family', 'ParamInfo',
-           'param_info', 'weights_table']
+__all__ = ['QKV_LAYOUTS', 'FAMILIES', 'WeightsError', 'safetensors_header', 'weight_files', 'Weights', 'dora_weight',
+           'LoraWeights', 'open_weights', 'input_dirs', 'ModelPair', 'task_vector', 'Family', 'add_family', 'family_of',
+           'family', 'ParamInfo', 'param_info', 'weights_table']
 
 # %% ../nbs/04_weights.ipynb 5
 class WeightsError(FtlabError):
     "Raised for weights that cannot be read or aligned; the message says what to do."
+
+_ITEMSIZE = dict(F64=8, F32=4, F16=2, BF16=2, I64=8, I32=4, I16=2, I8=1, U64=8, U32=4, U16=2, U8=1, BOOL=1, F8_E4M3=1, F8_E5M2=1)
+
+def safetensors_header(f:str|Path) -> dict:
+    "Name → {dtype, shape, data_offsets} of safetensors file `f`, checked against the file's size: a truncated or damaged file is a `WeightsError`."
+    f = Path(f); size = f.stat().st_size
+    def bad(why): return WeightsError(f'{f} is damaged ({why}); it is not a complete safetensors file. Download, copy or save it again.')
+    with open(f, 'rb') as h:
+        n = int.from_bytes(h.read(8), 'little') if size >= 8 else -1
+        if not 0 < n <= size - 8: raise bad(f'{size:,} bytes, header length {n}' if n >= 0 else f'{size} bytes')
+        try: hdr = json.loads(h.read(n))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e: raise bad(f'unreadable header: {e}') from None
+    if not isinstance(hdr, dict): raise bad('the header is not a table of tensors')
+    hdr.pop('__metadata__', None); end = 0
+    for k, v in hdr.items():
+        try: (a, b), dt, shape = v['data_offsets'], v['dtype'], v['shape']
+        except (TypeError, KeyError, ValueError): raise bad(f'tensor {k[:80]!r} has a malformed entry') from None
+        if dt in _ITEMSIZE and b - a != math.prod(shape) * _ITEMSIZE[dt]: raise bad(f'tensor {k[:80]!r}: {b - a} bytes for shape {shape} {dt}')
+        end = max(end, b)
+    if 8 + n + end != size:
+        raise bad(f'{size:,} bytes where its header describes {8 + n + end:,}' + (': truncated' if size < 8 + n + end else ''))
+    return hdr
 
 def weight_files(d:str|Path, allow_pickle:bool=False) -> dict[str, Path]:
     "Map tensor name → file for the HF model directory `d` (safetensors, single or sharded)."
@@ -32,22 +54,28 @@ def weight_files(d:str|Path, allow_pickle:bool=False) -> dict[str, Path]:
                                f'Convert them to safetensors, or pass allow_pickle=True (CLI: --allow-pickle) if you trust the source '
                                f'(ftlab then loads them with torch.load(weights_only=True)).')
         if (d / index).exists():
-            wm = json.loads((d / index).read_text())['weight_map']
+            wm = read_json(d / index, 'weights index', WeightsError).get('weight_map') if (d / index).exists() else None
+            if not isinstance(wm, dict): raise WeightsError(f'{d / index} has no weight_map; the index is damaged. Restore it.')
             missing = sorted({f for f in wm.values() if not (d / f).exists()})
             if missing: raise WeightsError(f'{d}: shard(s) {missing} named in {index} are missing '
                                            f'({sum(v in missing for v in wm.values())} tensors). Download or copy them again.')
+            if not pickled:
+                held = {f: set(safetensors_header(d / f)) for f in sorted(set(wm.values()))}
+                absent = [k for k, f in wm.items() if k not in held[f]]
+                if absent: raise WeightsError(f'{d / index} names {len(absent)} tensor(s) its shards do not hold (e.g. {absent[0][:80]!r} '
+                                              f'in {wm[absent[0]]}); the index and the shards do not match. Download or copy them again.')
             return {k: d / f for k, f in wm.items()}
         return {k: d / single for k in _keys(d / single)}
     raise WeightsError(f'No weights in {d}: expected model.safetensors or model.safetensors.index.json '
                        f'(found {sorted(p.name for p in d.iterdir())[:10]}).')
 
 def _keys(f:Path):
-    if f.suffix == '.safetensors':
-        from safetensors import safe_open
-        with safe_open(str(f), 'pt') as h: return list(h.keys())
-    return list(torch.load(f, map_location='cpu', weights_only=True, mmap=True))
+    if f.suffix == '.safetensors': return list(safetensors_header(f))
+    try: return list(torch.load(f, map_location='cpu', weights_only=True, mmap=True))
+    except Exception as e: raise WeightsError(f'{f} cannot be read ({type(e).__name__}: {str(e)[:200]}); it is damaged. '
+                                              'Download, copy or save it again.') from None
 
-# %% ../nbs/04_weights.ipynb 7
+# %% ../nbs/04_weights.ipynb 8
 class Weights(Mapping):
     "Read-only mapping name → tensor over a model directory, `nn.Module` or dict; loads one tensor per access."
     def __init__(self, src, allow_pickle:bool=False, config=None):
@@ -63,6 +91,7 @@ class Weights(Mapping):
             self._files = weight_files(src, allow_pickle)
             if config is None and (Path(src) / 'config.json').exists():
                 from transformers import AutoConfig
+                read_json(Path(src) / 'config.json', 'model config', WeightsError)   # a damaged config names its file
                 self.config = AutoConfig.from_pretrained(src)
     def __getitem__(self, k):
         if self._tensors is not None: return self._tensors[k].clone()  # callers may modify what they get
@@ -101,7 +130,7 @@ class Weights(Mapping):
                 'I32': torch.int32, 'I16': torch.int16, 'I8': torch.int8, 'U8': torch.uint8, 'BOOL': torch.bool}[code]
     def __repr__(self): return f'Weights({len(self)} tensors from {type(self.src).__name__ if self._files is None else self.src})'
 
-# %% ../nbs/04_weights.ipynb 15
+# %% ../nbs/04_weights.ipynb 16
 _LORA = re.compile(r'^(?:base_model\.model\.)?(.*)\.(lora_A|lora_B|lora_embedding_A|lora_embedding_B|lora_magnitude_vector)(?:\.weight)?$')
 
 def dora_weight(w:torch.Tensor, mag:torch.Tensor, transposed:bool=False) -> torch.Tensor:
@@ -118,7 +147,7 @@ class LoraWeights(Mapping):
         if not cfg_path.exists() or not st.exists():
             raise WeightsError(f'{self.adapter} is not a peft adapter directory: expected adapter_config.json and '
                                f'adapter_model.safetensors (a .bin adapter must be converted to safetensors first).')
-        self.cfg = json.loads(cfg_path.read_text())
+        self.cfg = read_json(cfg_path, 'adapter config', WeightsError)
         if self.cfg.get('peft_type', 'LORA') != 'LORA':
             raise WeightsError(f"{self.adapter} is a {self.cfg['peft_type']} adapter; ftlab reads LORA adapters.")
         from safetensors.torch import load_file
@@ -190,7 +219,7 @@ def input_dirs(w) -> list[Path]:
     d = getattr(w, 'dir', None)
     return [d.resolve()] if d is not None else []
 
-# %% ../nbs/04_weights.ipynb 22
+# %% ../nbs/04_weights.ipynb 23
 class ModelPair:
     "A base and a fine-tuned model's weights, aligned by tensor name and shape."
     def __init__(self, base, ft, # anything `open_weights` takes (or a `Weights`)
@@ -218,7 +247,7 @@ def task_vector(pair:ModelPair, names=None):
     "Yields (name, τ = θft − θ0) lazily, one tensor at a time, in float32."
     for k in names or pair.names: yield k, pair.ft[k].float() - pair.base[k].float()
 
-# %% ../nbs/04_weights.ipynb 25
+# %% ../nbs/04_weights.ipynb 26
 @dataclass(frozen=True)
 class Family:
     "A model family as data: the HF model types it covers, how its parameters are named, where its modules live."
@@ -263,7 +292,7 @@ def family(config) -> str:
     "The ftlab family name ('gpt2', 'llama', 'gpt_neox', 'gptj') of a HF config (or its model_type string)."
     return family_of(config).name
 
-# %% ../nbs/04_weights.ipynb 27
+# %% ../nbs/04_weights.ipynb 28
 add_family(Family('gpt2', ('gpt2',),
     ((r'attn\.c_attn', 'attn', 'qkv'), (r'attn\.c_proj', 'attn', 'o'), (r'mlp\.c_fc', 'mlp', 'up'), (r'mlp\.c_proj', 'mlp', 'down'),
      (r'ln_1', 'attn', 'norm'), (r'ln_2', 'mlp', 'norm')),
@@ -287,7 +316,7 @@ add_family(Family('gptj', ('gptj',),
     blocks='transformer.h', final_norm='transformer.ln_f', attn='attn', mlp='mlp', attn_norm='ln_1', o_proj='attn.out_proj',
     qkv=('attn.q_proj', 'attn.k_proj', 'attn.v_proj')));
 
-# %% ../nbs/04_weights.ipynb 30
+# %% ../nbs/04_weights.ipynb 31
 _OUTER = [(r'(wte|wpe|embed_tokens|embed_in)', 'embed'), (r'(ln_f|norm|final_layer_norm)', 'norm'), (r'(lm_head|embed_out)', 'head')]
 
 @dataclass(frozen=True)
