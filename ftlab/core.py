@@ -33,12 +33,14 @@ def check_number(value, name:str, # the value and the parameter it is given for
     "`value` after checking it is a finite number (a whole one if `integer`) in the range; else `error` naming `name`, the value and the range."
     rng = (f"{'(' if open_lo else '['}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{')' if open_hi else ']'}")
     kind = 'a whole number' if integer else 'a number'
+    if lo is None and hi is None: kind, rng = kind.replace('a ', 'a finite '), ''
+    else: rng = ' in ' + rng
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) or (hasattr(value, 'item') and getattr(value, 'ndim', 1) == 0)
     if ok: value = value.item() if hasattr(value, 'item') else value
     if not ok or (integer and float(value) != int(value)) or not math.isfinite(value):
-        raise error(f'{name}={short(value)}: expected {kind} in {rng}.')
+        raise error(f'{name}={short(value)}: expected {kind}{rng}.')
     if (lo is not None and (value < lo or open_lo and value == lo)) or (hi is not None and (value > hi or open_hi and value == hi)):
-        raise error(f'{name}={short(value)} is out of range: expected {kind} in {rng}.')
+        raise error(f'{name}={short(value)} is out of range: expected {kind}{rng}.')
     return int(value) if integer else value
 
 # %% ../nbs/00_core.ipynb 12

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np, pandas as pd, torch
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
-from .weights import ModelPair, open_weights, param_info
+from .weights import ModelPair, open_weights, param_info, safetensors_header
 from .tasks import get_task
 from .evaluate import evaluate
-from .core import FtlabError, write_atomic
+from .core import FtlabError, save_safetensors, check_number, guard_output
 from .display import show_figure
 from .sources import as_pair, load
 from .tensors import model_threshold
@@ -103,19 +103,20 @@ class Mask(Mapping):
                 ([f'{len(wrong)} of other shape, e.g. {wrong[:3]}'] if wrong else [])) +
                 '. Use a mask made on a fine-tune of this base (same architecture and sizes).')
         return self
-    def save(self, path:str|Path) -> Path:
-        "Write a safetensors file (uint8 tensors; settings and log in its metadata), atomically."
-        from safetensors.torch import save
+    def save(self, path:str|Path, overwrite:bool=False) -> Path:
+        "Write a safetensors file (uint8 tensors; settings and log in its metadata), atomically; identical masks give identical bytes."
+        guard_output(path, (), overwrite, 'mask', LocalizeError)
         md = {'format': 'pt', 'ftlab': 'mask', 'meta': json.dumps(self.meta, default=str),
               'log': self.log.to_json(orient='records') if len(self.log) else '[]'}
         if self.base_patch is not None: md['base_patch'] = json.dumps(_pack(self.base_patch))
-        return write_atomic(path, save({n: v.to(torch.uint8).contiguous() for n, v in self.items()}, metadata=md))
+        return save_safetensors({n: v.to(torch.uint8).contiguous() for n, v in self.items()}, path, md, overwrite)
     @classmethod
     def load(cls, path:str|Path, config=None) -> Mask:
         "Read a mask saved by `save` (or any safetensors file of 0/1 tensors, e.g. a sparse run's mask)."
         from safetensors import safe_open
         p = Path(path)
         if not p.is_file(): raise FileNotFoundError(f'No mask file at {p}: write one with Mask.save or `ftlab graft ... --out`.')
+        safetensors_header(p)    # a damaged file: a clear error naming it
         with safe_open(str(p), 'pt') as h:
             md, ts = h.metadata() or {}, {k: h.get_tensor(k) for k in h.keys()}
         bad = [k for k, v in ts.items() if v.dtype.is_floating_point and not bool(((v == 0) | (v == 1)).all())]
@@ -217,7 +218,10 @@ def graft(pair, # ModelPair, or (base, fine-tune): zoo names, dirs, modules; a `
     "Find the grafting mask γ of Panigrahi et al.: the best rounded mask (train + validation accuracy) over `steps` steps."
     from tqdm.auto import tqdm
     _check_sparsity(sparsity)
-    if steps < 0: raise LocalizeError(f'steps={steps}: give 0 (the base patch only) or more.')
+    check_number(steps, 'steps (0: the base patch only)', 0, integer=True, error=LocalizeError)
+    for k, v, lo in (('n_train', n_train, 1), ('n_val', n_val, 1), ('batch_size', batch_size, 1)):
+        check_number(v, k, lo, integer=True, error=LocalizeError)
+    check_number(lr, 'lr', 0, open_lo=True, error=LocalizeError); check_number(sigmoid_bias, 'sigmoid_bias', error=LocalizeError)
     pair = as_pair(pair, adapter); names = names or graft_names(pair)
     model, tok = _model_tok(pair, model_tok)
     tr, va = _task_frame(task, n_train, seed), _task_frame(task, n_val, seed + 1)
@@ -227,6 +231,10 @@ def graft(pair, # ModelPair, or (base, fine-tune): zoo names, dirs, modules; a `
     if missing: raise LocalizeError(f'The model lacks grafted parameters {missing[:3]}: pass the base model of this pair as model_tok.')
     th0 = {n: pair.base[n].float() for n in names}
     tau = {n: pair.ft[n].float() - th0[n] for n in names}
+    bad = [n for n in names if not torch.isfinite(tau[n]).all()]
+    if bad: raise LocalizeError(f'The {"base" if any(not torch.isfinite(th0[n]).all() for n in bad) else "fine-tune"} holds NaN or inf in '
+                                f'{len(bad)} grafted tensor(s), e.g. {bad[0]}: the model is damaged, so no mask is meaningful. '
+                                'Check its weights, or graft an intact fine-tune.')
     b = top_tau(pair, sparsity, names, tau)
     gen = torch.Generator().manual_seed(seed)
     S = {n: torch.rand(th0[n].shape, generator=gen) for n in names}

@@ -13,17 +13,19 @@ from typing import Callable
 import numpy as np, pandas as pd, torch
 import plotly.graph_objects as go
 from .weights import open_weights, Weights, LoraWeights, ModelPair, WeightsError, param_info, input_dirs
-from .core import FtlabError, atomic_dir, refuse_inside, SafetensorsWriter, copy_model_files
+from .core import (FtlabError, atomic_dir, guard_output, SafetensorsWriter, save_safetensors, copy_model_files,
+                        check_number, short, read_yaml, read_json)
 from .display import show_figure
 from .tensors import magnitude_prune, model_threshold, lowrank_factors
-from .sources import open_source, load, is_run
+from .sources import open_source, load, is_run, pick_dtype
 
 # %% auto 0
 __all__ = ['FUSED', 'METHODS', 'MERGEKIT_METHODS', 'MergeError', 'random_prune', 'outlier_prune', 'elect_sign', 'TensorCtx',
            'MergeMethod', 'merge_method', 'methods_table', 'disjoint_merge', 'task_arithmetic', 'magnitude_prune_merge',
            'ties', 'dare_linear', 'dare_ties', 'breadcrumbs', 'breadcrumbs_ties', 'linear', 'soup', 'model_stock',
-           'slerp', 'lines', 'wise_ft', 'tensor_seed', 'merge', 'MergeConfig', 'MergekitParams', 'read_mergekit',
-           'merge_adapters', 'MergeStudy', 'loss_barrier', 'greedy_soup', 'task_bars', 'sweep_figure', 'merge_widget']
+           'slerp', 'lines', 'wise_ft', 'tensor_seed', 'check_params', 'merge', 'MergeConfig', 'MergekitParams',
+           'read_mergekit', 'merge_adapters', 'MergeStudy', 'loss_barrier', 'greedy_soup', 'task_bars', 'sweep_figure',
+           'merge_widget']
 
 # %% ../nbs/22_merge.ipynb 7
 class MergeError(FtlabError):
@@ -258,8 +260,7 @@ def _per_model(x, n:int, what:str) -> list:
     return xs
 
 def _check_density(d, what='density'):
-    for x in d if isinstance(d, (list, tuple)) else [d]:
-        if not 0 < x <= 1: raise MergeError(f'{what}={x}: the fraction of entries kept must be in (0, 1].')
+    for x in d if isinstance(d, (list, tuple)) else [d]: check_number(x, what, 0, 1, open_lo=True, error=MergeError)
 
 def _disjoint(wd, ref, wl, consensus, normalize, out):
     "disjoint_merge on one chunk: `wd` weighted deltas, `ref` what signs are elected on, result into `out`."
@@ -381,6 +382,10 @@ def dare_ties(base, models, weights, *, density=0.5, lam:float=1.0, rescale:str|
 def _crumbs(base, models, density, gamma, scope):
     dens, gam = _per_model(density, len(models), 'density'), _per_model(gamma, len(models), 'gamma')
     _check_density(dens)
+    for p, g in zip(dens, gam):
+        check_number(g, 'gamma', 0, 1, open_hi=True, error=MergeError)
+        if p + g > 1: raise MergeError(f'density={p} + gamma={g} > 1: Breadcrumbs keeps `density` of the entries after removing the '
+                                       f'largest `gamma`; the two fractions must sum to at most 1.')
     return [outlier_prune(d, p, g, scope) for d, p, g in zip(_deltas(base, models), dens, gam)]
 
 @merge_method('breadcrumbs', 'Davari & Belilovsky 2024, arXiv:2312.06795', per_model=('density', 'gamma'), label='Breadcrumbs',
@@ -495,6 +500,25 @@ def _n_layers(config, names):
     return max(ls) + 1 if ls else 1
 
 # %% ../nbs/22_merge.ipynb 30
+def check_params(method:str, params:dict, n_models:int) -> dict:
+    "`params` of merge method `method` after checking: numbers finite (density in (0, 1], gamma in [0, 1)), per-model lists one per model."
+    m = METHODS[method]
+    sig = inspect.signature(m.fn).parameters
+    for k, v in params.items():
+        if k not in sig: continue
+        d, ann = sig[k].default, str(sig[k].annotation)
+        numeric = (isinstance(d, (int, float)) and not isinstance(d, bool)) or ann.split('|')[0] in ('float', 'int')
+        if not numeric or v is None: continue
+        vals = v if isinstance(v, (list, tuple)) and k in m.per_model else [v]
+        if len(vals) != (n_models if vals is v else 1):
+            raise MergeError(f'{k} has {len(vals)} values for {n_models} models; give one value or one per model.')
+        for x in vals:
+            if k == 'density': _check_density(x)
+            elif k == 'gamma': check_number(x, k, 0, 1, open_hi=True, error=MergeError)
+            else: check_number(x, k, error=MergeError)
+    return params
+
+# %% ../nbs/22_merge.ipynb 32
 def merge(base, # base: model dir, zoo name, nn.Module, dict, Run, Weights (None for linear/soup)
           models:list, # the models to merge: same kinds as `base`, or (base, adapter_dir) pairs
           method:str='task_arithmetic', # a name in METHODS (see `methods_table()`)
@@ -511,16 +535,23 @@ def merge(base, # base: model dir, zoo name, nn.Module, dict, Run, Weights (None
     m = METHODS[method]
     unknown = sorted(set(params) - set(m.params))
     if unknown: raise MergeError(f"{method} has no parameter(s) {unknown}; valid: {', '.join(m.params) or 'none'}.")
+    if isinstance(models, (str, Path)) or not hasattr(models, '__iter__'):
+        raise MergeError(f'models={short(models)} must be a list of models to merge, e.g. [{short(models)}].')
     models = list(models)
     if len(models) < m.min_models: raise MergeError(f'{method} needs at least {m.min_models} model(s) besides the base; got {len(models)}.')
     if m.max_models is not None and len(models) > m.max_models:
         raise MergeError(f'{method} merges at most {m.max_models} model(s) with the base; got {len(models)}.')
     if m.needs_base and base is None: raise MergeError(f'{method} works on task vectors θt − θ0 and needs the base model: pass base=.')
-    w = torch.tensor([1.0] * len(models) if weights is None else [float(x) for x in weights])
+    if weights is not None and (isinstance(weights, (str, bytes)) or not hasattr(weights, '__len__')):
+        raise MergeError(f'weights={short(weights)} must be a list of numbers, one per model.')
+    w = torch.tensor([1.0] * len(models) if weights is None else
+                     [float(check_number(x, f'weights[{j}]', error=MergeError)) for j, x in enumerate(weights)])
     if len(w) != len(models): raise MergeError(f'weights has {len(w)} values for {len(models)} models; give one per model.')
-    for k in m.per_model:
-        if isinstance(params.get(k), (list, tuple)) and len(params[k]) != len(models):
-            raise MergeError(f'{k} has {len(params[k])} values for {len(models)} models; give one value or one per model.')
+    check_params(method, params, len(models))
+    if {**m.params, **params}.get('normalize') is True and abs(float(w.sum())) < 1e-12:
+        raise MergeError(f'weights {w.tolist()} sum to 0, and {method} divides by their sum (normalize=True): the merge would be '
+                         'infinite or NaN. Give weights with a non-zero sum, or normalize=False.')
+    odt = None if dtype is None or dtype == 'auto' else pick_dtype(dtype)   # float dtypes only: int8/bool would destroy the weights
     srcs = [open_source(x, allow_pickle) for x in models]
     bw = open_source(base, allow_pickle) if base is not None else None
     ref = bw if bw is not None else srcs[0]
@@ -533,7 +564,6 @@ def merge(base, # base: model dir, zoo name, nn.Module, dict, Run, Weights (None
     ctxs = {n: TensorCtx(n, info(n) if config is not None else None, L) for n in names}
     full = {**m.params, **params}
     stats = m.prepare(bw, srcs, w, names, ctxs, full) if m.prepare else {}
-    odt = getattr(torch, dtype) if isinstance(dtype, str) else dtype
     scratch = {}                                # per-merge buffers (TensorCtx.scratch), freed when merge returns
     def compute(n):
         b = bw[n] if bw is not None else None
@@ -542,14 +572,14 @@ def merge(base, # base: model dir, zoo name, nn.Module, dict, Run, Weights (None
         if not like.is_floating_point(): return like           # integer buffers: the base's
         c = ctxs[n]; c.stats, c.scratch = stats, scratch
         if m.random: c.generator = torch.Generator().manual_seed(tensor_seed(seed, n))
-        r = m.fn(b, ts, w, ctx=c, **params)
-        return r.to(odt or like.dtype)
+        r = m.fn(b, ts, w, ctx=c, **params).to(odt or like.dtype)
+        if not torch.isfinite(r).all(): raise MergeError(_nonfinite(n, r, b, ts, odt or like.dtype))
+        return r
     if out is None:
         from tqdm.auto import tqdm
         return {n: compute(n) for n in tqdm(names, desc=f'merge ({method})', disable=not progress)}
-    out = Path(out).resolve()
-    refuse_inside(out, sum([input_dirs(s) for s in srcs + ([bw] if bw is not None else [])], []), 'merged model', MergeError)
-    if out.exists() and not overwrite: raise FileExistsError(f'{out} exists; pass overwrite=True (CLI: --overwrite) to replace it.')
+    out = guard_output(Path(out).resolve(), sum([input_dirs(s) for s in srcs + ([bw] if bw is not None else [])], []), overwrite,
+                       'merged model', MergeError)
     shapes = ref.shapes
     def dt_of(n):   # from the file header or the held tensor: no tensor is read or copied
         return ref.dtype(n) if isinstance(ref, Weights) else ref[n].dtype
@@ -580,7 +610,16 @@ def merge(base, # base: model dir, zoo name, nn.Module, dict, Run, Weights (None
                 metadata=dict(total_size=total), weight_map={n: f for f, sh in zip(files, shards) for n, _, _ in sh}), indent=2))
         copy_model_files(next(reversed(input_dirs(ref)), None), d, config)   # the base's (or first model's) config and tokenizer
         (d / 'ftlab_merge.json').write_text(json.dumps(record, indent=1, default=str))
-    return atomic_dir(out, write)
+    return atomic_dir(out, write, overwrite)
+
+def _nonfinite(n, r, b, ts, dt):
+    "Why merged tensor `n` is not finite: the inputs that are not, or the output dtype's range."
+    bad = [lab for lab, t in [('the base', b)] + [(f'model {j}', t) for j, t in enumerate(ts)]
+           if t is not None and t.is_floating_point() and not torch.isfinite(t).all()]
+    why = (f"{' and '.join(bad)} hold{'s' if len(bad) == 1 else ''} NaN or inf in {n}: an input model is damaged. Check it "
+           f"(e.g. ftlab.weights.open_weights(dir)['{n}'].isfinite().all()) and merge intact models."
+           if bad else f'the merged values of {n} overflow {dt} or the parameters make them infinite. Use a wider dtype or smaller weights.')
+    return f'The merge produced {int((~torch.isfinite(r)).sum()):,} NaN/inf values; nothing was written: {why}'
 
 def _label(x):
     if x is None: return None
@@ -595,7 +634,7 @@ def _version():
     import ftlab
     return ftlab.__version__
 
-# %% ../nbs/22_merge.ipynb 43
+# %% ../nbs/22_merge.ipynb 45
 MERGEKIT_METHODS = tuple(k for k, m in METHODS.items() if m.mergekit)   # the methods ftlab shares with mergekit
 _MK_GLOBAL = {'normalize', 'rescale', 'int8_mask', 'lambda', 't', 'filter_wise', 'weight', 'density', 'gamma'}
 _MK_TOP = {'merge_method', 'base_model', 'models', 'parameters', 'dtype', 'out_dtype', 'tokenizer_source', 'name'}
@@ -615,7 +654,7 @@ class MergeConfig:
 
 def _scalar(v, what):
     if isinstance(v, (list, dict)):
-        raise MergeError(f'{what}: per-layer gradients and filtered values ({v!r}) are not supported; give one number.')
+        raise MergeError(f'{what}: per-layer gradients and filtered values ({short(v)}) are not supported; give one number.')
     return v
 
 @dataclass
@@ -638,10 +677,8 @@ class MergekitParams:
 
 def read_mergekit(path:str|Path) -> MergeConfig:
     "A `MergeConfig` from a mergekit YAML file, with mergekit's defaults and conventions."
-    import yaml
     path = Path(path)
-    if not path.exists(): raise FileNotFoundError(f'{path}: no such merge config.')
-    cfg = yaml.safe_load(path.read_text()) or {}
+    cfg = read_yaml(path, error=MergeError) or {}
     if not isinstance(cfg, dict): raise MergeError(f'{path}: expected a mapping with merge_method, models, ...')
     bad = sorted(set(cfg) - _MK_TOP)
     if bad: raise MergeError(f'{path}: unsupported key(s) {bad} (ftlab reads {sorted(_MK_TOP)}). '
@@ -677,7 +714,7 @@ def read_mergekit(path:str|Path) -> MergeConfig:
     params = m.mergekit(MergekitParams(path, meth, gp, entries))
     return MergeConfig(meth, base, [x for x, _ in entries], weights, params, cfg.get('out_dtype') or cfg.get('dtype'))
 
-# %% ../nbs/22_merge.ipynb 46
+# %% ../nbs/22_merge.ipynb 48
 def merge_adapters(base, # the base all adapters were trained on (dir, zoo name, nn.Module, Weights)
                    adapters:list, # peft LoRA adapter directories (or Runs)
                    method:str='task_arithmetic', weights:list|None=None,
@@ -711,8 +748,7 @@ def merge_adapters(base, # the base all adapters were trained on (dir, zoo name,
         deltas[n] = m.fn(z, ds, w, ctx=c, **params)
     if out is None: return {n: (d.T if layout[n] else d) for n, d in deltas.items()}
     out = Path(out).resolve()
-    refuse_inside(out, input_dirs(bw) + [p.resolve() for p in paths], 'merged adapter', MergeError)
-    if out.exists() and not overwrite: raise FileExistsError(f'{out} exists; pass overwrite=True to replace it.')
+    guard_output(out, input_dirs(bw) + [p.resolve() for p in paths], overwrite, 'merged adapter', MergeError)
     exact = method == 'task_arithmetic' and rank is None and params.get('normalize', False) is False
     r_sum = sum(lw.parts[next(iter(lw.parts))]['lora_A'].shape[0] for lw in lws)
     r = rank or r_sum
@@ -729,19 +765,18 @@ def merge_adapters(base, # the base all adapters were trained on (dir, zoo name,
         else:
             B, A, errs[n] = lowrank_factors(d, r)
         sd[key + '.lora_A.weight'], sd[key + '.lora_B.weight'] = A.contiguous(), B.contiguous()
-    cfg = json.loads((paths[0] / 'adapter_config.json').read_text())
+    cfg = read_json(paths[0] / 'adapter_config.json', 'adapter config', MergeError)
     cfg.update(r=r, lora_alpha=r, use_rslora=False, alpha_pattern={}, rank_pattern={}, use_dora=False,
                target_modules=sorted({n.removesuffix('.weight').rsplit('.', 1)[-1] for n in targets}))
     record = dict(method=method, params=_jsonable(params), weights=w.tolist(), rank=r, exact=exact, seed=seed,
                   adapters=[str(p) for p in paths], max_rel_error=max(errs.values()) if errs else 0.0)
     def write(dd):
-        from safetensors.torch import save_file
-        save_file(sd, dd / 'adapter_model.safetensors', metadata={'format': 'pt'})
+        save_safetensors(sd, dd / 'adapter_model.safetensors')
         (dd / 'adapter_config.json').write_text(json.dumps(cfg, indent=2))
         (dd / 'ftlab_merge.json').write_text(json.dumps(record, indent=1))
-    return atomic_dir(out, write)
+    return atomic_dir(out, write, overwrite)
 
-# %% ../nbs/22_merge.ipynb 51
+# %% ../nbs/22_merge.ipynb 53
 def _spec_key(spec:dict) -> str: return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 class MergeStudy:
@@ -767,8 +802,10 @@ class MergeStudy:
         self.tasks, self.n, self.seed, self.lm = list(tasks), n, seed, lm
         self.cache_path, self._cache = (Path(cache) if cache else None), {}
         if self.cache_path and self.cache_path.exists():
-            for line in self.cache_path.read_text().splitlines():
-                r = json.loads(line); self._cache[r['key']] = r['rows']
+            for i, line in enumerate(self.cache_path.read_text().splitlines()):
+                try: r = json.loads(line); self._cache[r['key']] = r['rows']
+                except (json.JSONDecodeError, KeyError, TypeError):   # a damaged line (a killed writer): re-evaluated when asked
+                    import warnings; warnings.warn(f'{self.cache_path}, line {i + 1}: not a cache record; skipped.')
     def _eval_state(self, state:dict) -> list[dict]:
         from ftlab.evaluate import evaluate, lm_loss
         missing = self._live.load_state_dict(state, strict=False).missing_keys
@@ -839,7 +876,7 @@ class MergeStudy:
             out.append(self._frame(rows, a=a, b=b, alpha=al))
         return pd.concat(out, ignore_index=True)
 
-# %% ../nbs/22_merge.ipynb 52
+# %% ../nbs/22_merge.ipynb 54
 def loss_barrier(curve:pd.DataFrame, tasks:list|None=None) -> float:
     "max_α [L(θα) − ((1−α)L(θa) + αL(θb))] of an `interpolate` curve, L the mean task loss over `tasks`."
     c = curve[curve.task.isin(tasks)] if tasks else curve[curve.task != 'lm_loss']
@@ -864,7 +901,7 @@ def greedy_soup(study:MergeStudy, # the ingredients are its fine-tunes
         log.append(dict(step=i, candidate=l, score=s, kept=kept))
     return soup_, pd.DataFrame(log)
 
-# %% ../nbs/22_merge.ipynb 54
+# %% ../nbs/22_merge.ipynb 56
 def task_bars(df:pd.DataFrame, # rows of MergeStudy.evaluate / individual (task, accuracy), a `label` column per bar group
               title:str='Accuracy per task', y:str='accuracy') -> go.Figure:
     "Grouped bars: accuracy (or `y`) per task for each label."

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 import plotly.graph_objects as go
-from .core import atomic_dir, cache_dir, copy_model_files, refuse_inside
+from .core import atomic_dir, cache_dir, copy_model_files, guard_output, save_safetensors
 from .display import show_figure
 from .sources import as_pair
 from .tensors import lowrank_factors
@@ -527,10 +527,7 @@ def scale_intruders(pair, lam:float=0.75, # new singular value of each intruder:
     pair = as_pair(pair, adapter); config = _config(pair)
     cache = cache if isinstance(cache, SVDCache) else SVDCache(cache)
     if out is not None:
-        out = Path(out).resolve()
-        refuse_inside(out, input_dirs(pair.base) + input_dirs(pair.ft), 'model')
-        if out.exists() and not out.is_dir(): raise FileExistsError(f'{out} is a file; out is the directory to write (HF model or adapter).')
-        if out.exists() and not overwrite: raise FileExistsError(f'{out} exists; pass overwrite=True to replace it.')
+        out = guard_output(Path(out).resolve(), input_dirs(pair.base) + input_dirs(pair.ft), overwrite, 'model')
     mats = block_matrices(pair, config)
     _check_k(k, mats)
     new, rows = {}, []
@@ -548,22 +545,21 @@ def scale_intruders(pair, lam:float=0.75, # new singular value of each intruder:
     table = _problems(rows, 'scale_intruders', ['layer', 'module', 'name', 'intruders', 'problem'])
     if out is None:
         return {n: new.get(n, pair.ft[n]) for n in pair.names}, table
-    if isinstance(pair.ft, LoraWeights): return _write_adapter(pair, new, out), table
-    return _write_hf(pair, new, out), table
+    if isinstance(pair.ft, LoraWeights): return _write_adapter(pair, new, out, overwrite), table
+    return _write_hf(pair, new, out, overwrite), table
 
-def _write_hf(pair, new, out):
-    from safetensors.torch import save_file
+def _write_hf(pair, new, out, overwrite):
     src = getattr(pair.ft, 'dir', None)
     def write(d):
         sd = {n: new.get(n, pair.ft[n]).contiguous() for n in pair.names}
         dt = {t.dtype for n, t in sd.items() if n not in new}
         if len(dt) == 1: sd = {n: t.to(next(iter(dt))) for n, t in sd.items()}
-        save_file(sd, d / 'model.safetensors', metadata={'format': 'pt'})
+        save_safetensors(sd, d / 'model.safetensors')
         copy_model_files(src, d, pair.config)
-    return atomic_dir(out, write)
+    return atomic_dir(out, write, overwrite)
 
-def _write_adapter(pair, new, out):
-    from safetensors.torch import load_file, save_file
+def _write_adapter(pair, new, out, overwrite):
+    from safetensors.torch import load_file
     ft = pair.ft; src = ft.adapter
     sd = load_file(src / 'adapter_model.safetensors')
     for n, W in new.items():
@@ -578,10 +574,10 @@ def _write_adapter(pair, new, out):
             if key.startswith(f'base_model.model.{mod}.lora_A'): sd[key] = A.to(sd[key].dtype).contiguous()
             if key.startswith(f'base_model.model.{mod}.lora_B'): sd[key] = B.to(sd[key].dtype).contiguous()
     def write(d):
-        save_file(sd, d / 'adapter_model.safetensors', metadata={'format': 'pt'})
+        save_safetensors(sd, d / 'adapter_model.safetensors')
         for f in src.iterdir():
             if f.is_file() and f.name not in ('adapter_model.safetensors', 'adapter_model.bin'): shutil.copy(f, d / f.name)
-    return atomic_dir(out, write)
+    return atomic_dir(out, write, overwrite)
 
 # %% ../nbs/21_spectral.ipynb 49
 from transformers import TrainerCallback
