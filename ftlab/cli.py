@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 from fastcore.docments import docments
-from .core import refuse_inside, write_atomic
+from .core import FtlabError, check_number, guard_output, write_atomic
 
 # %% auto 0
-__all__ = ['COMMANDS', 'option', 'Command', 'command', 'parser', 'main']
+__all__ = ['COMMANDS', 'option', 'Command', 'command', 'parser', 'error_text', 'main']
 
 # %% ../nbs/40_cli.ipynb 6
 _TYPES = {'int': int, 'float': float, 'str': str}
@@ -125,16 +125,17 @@ def _intruders_args(p):
     from ftlab.spectral import intruders
     _pair_args(p)
     for n in ('k', 'eps', 'method'): option(p, intruders, n)
-    p.add_argument('--out', required=True, help='CSV to write (one row per matrix and j)')
+    p.add_argument('--out', required=True, help='CSV to write (one row per matrix and j; refused if it exists, unless --overwrite)')
+    p.add_argument('--overwrite', action='store_true', help='replace an existing --out file')
     _pickle(p)
 
 @command('intruders', 'intruder dimensions of a fine-tune against its base (a CSV per (matrix, j))', _intruders_args)
 def _intruders(args):
     from ftlab.spectral import intruders
+    guard_output(args.out, (args.base, args.ft, args.adapter), args.overwrite, 'table')    # before any work
     pair = _pair(args)
-    refuse_inside(args.out, (args.base, args.ft, args.adapter), 'table')
     res = intruders(pair, args.k, args.eps, method=args.method, keep_cos=False)
-    write_atomic(args.out, res.table.to_csv(index=False))
+    write_atomic(args.out, res.table.to_csv(index=False), overwrite=args.overwrite)
     print(res.per_layer.to_string())
     print(f'{res.count} intruders (k={args.k}, eps={args.eps}) over {len(res.per_matrix)} matrices; table written to {args.out}')
     if len(res.errors): print(res.errors.to_string(index=False), file=sys.stderr)
@@ -190,11 +191,10 @@ def _graft(args):
     from ftlab.localize import graft, graft_eval, LocalizeError
     out = Path(args.out)
     if args.ft is None and args.adapter is None: raise LocalizeError('Give the fine-tuned model FT, or --adapter DIR.')
-    if out.exists() and not args.overwrite: raise LocalizeError(f'{out} exists: pass --overwrite to replace it, or another --out.')
-    refuse_inside(out, (args.base, args.ft, args.adapter), 'mask', LocalizeError)
+    guard_output(out, (args.base, args.ft, args.adapter), args.overwrite, 'mask', LocalizeError)
     pair = _pair(args, LocalizeError)
     m = graft(pair, args.task, args.sparsity, args.steps, args.lr, args.sigmoid_bias, args.n_train, args.n_val, seed=args.seed)
-    m.save(out)
+    m.save(out, overwrite=args.overwrite)
     print(m.log.to_string(index=False))
     print(f"{m.count:,} of {m.numel:,} block entries grafted ({m.density:.2e}; base patch {m.base_patch.count:,}, "
           f"best step {m.meta['best_step']}); mask written to {out}")
@@ -215,6 +215,7 @@ def _eval(args):
     from ftlab.evaluate import evaluate
     tasks = args.task or [t + s for t in TASKS for s in ('', ':ood')]
     for t in tasks: get_task(t)  # fail before loading the model
+    check_number(args.n, '--n', 1, integer=True)
     m, tok = load(args.model, allow_pickle=args.allow_pickle)
     print(pd.concat([evaluate(m, tok, t, n=args.n).summary for t in tasks]).to_string(index=False))
 
@@ -222,17 +223,26 @@ def _eval(args):
 def parser(cmd:str|None=None) -> argparse.ArgumentParser:
     "The `ftlab` parser, with the options of command `cmd` (only its options: a command imports only what it calls)."
     p = argparse.ArgumentParser(prog='ftlab', description='What did fine-tuning do to this model?')
+    p.add_argument('--debug', action='store_true', help='show the traceback of an error (for bug reports)')
     sub = p.add_subparsers(dest='cmd', required=True)
     for c in COMMANDS.values():
         sp = sub.add_parser(c.name, help=c.help, description=c.help)
         if c.name == cmd: c.args(sp)
     return p
 
+def error_text(e:BaseException) -> str:
+    "What went wrong, in words: an OSError's reason and path (never a bare errno), else the exception's message."
+    if isinstance(e, OSError) and e.strerror:
+        return f'{e.strerror}: {e.filename}' + (f' -> {e.filename2}' if e.filename2 else '') if e.filename else e.strerror
+    if isinstance(e, KeyError) and e.args: return str(e.args[0])
+    return str(e) or type(e).__name__
+
 def main(argv=None):
-    "Entry point of the `ftlab` command."
+    "Entry point of the `ftlab` command: user errors print one line (`--debug`: the traceback) and exit 2."
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser(next((a for a in argv if not a.startswith('-')), None)).parse_args(argv)
     try: return COMMANDS[args.cmd].run(args) or 0
     except (KeyError, ValueError, OSError, NotImplementedError, FloatingPointError) as e:
-        print(f'ftlab {args.cmd}: error: {e.args[0] if e.args else e}', file=sys.stderr)
+        if args.debug: raise
+        print(f'ftlab {args.cmd}: error: {error_text(e)}', file=sys.stderr)
         return 2

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import numpy as np, pandas as pd, torch
 import torch.nn.functional as F
+from .core import FtlabError, check_number
 from .tasks import Task, get_task, mixture_texts, mixture_examples, PRETRAIN_TASKS, TASKS
 
 # %% auto 0
@@ -64,7 +65,12 @@ def score(model, tok, prompts, answers, batch_size:int=64,
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     rows = [None] * len(enc)
     for s, ids, mask in _batches([e[0] for e in enc], batch_size, pad):
-        logp = F.log_softmax(model(input_ids=ids.to(_device(model)), attention_mask=mask.to(_device(model))).logits.float(), -1).cpu()
+        logits = model(input_ids=ids.to(_device(model)), attention_mask=mask.to(_device(model))).logits.float()
+        if not torch.isfinite(logits).all():
+            raise FtlabError('The model outputs NaN or inf: its weights are damaged (a diverged training run, a broken merge or '
+                             'file), so accuracy and calibration would be meaningless. Check them, e.g. '
+                             '`all(p.isfinite().all() for p in model.parameters())`.')
+        logp = F.log_softmax(logits, -1).cpu()
         for i in range(ids.shape[0]):
             full, n = enc[s + i]
             gold = torch.tensor(full[n:])
@@ -89,7 +95,8 @@ def evaluate(model, tok, task, # task name ('sort', 'entity:ood'), Task, or Data
              seed:int=10_000, # sampling seed; the default keeps evaluation apart from training seeds
              batch_size:int=64, bins:int=10) -> Eval:
     "Accuracy, mean answer log-prob and ECE of `model` on `task`."
-    df = task if isinstance(task, pd.DataFrame) else get_task(task).sample(n, seed)
+    check_number(batch_size, 'batch_size', 1, integer=True); check_number(bins, 'bins', 1, integer=True)
+    df = task if isinstance(task, pd.DataFrame) else get_task(task).sample(check_number(n, 'n', 1, integer=True), seed)
     masks = df.get('answer_mask')                          # None when the task has no masks
     ex = pd.concat([df.reset_index(drop=True), score(model, tok, df.prompt, df.answer, batch_size, masks)], axis=1)
     summ = pd.DataFrame([dict(task=ex.task.iloc[0] if 'task' in ex else 'custom',

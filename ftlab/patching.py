@@ -286,6 +286,15 @@ def _changing(model, ids, kind, src, variants):
         return not torch.equal(src[l][sl], mine[f'{kind}.{l}'][sl].to(src[l].device))
     return [i for i, v in enumerate(variants) if differs(*v)], mine
 
+def _check_ends(m_src, m_own, metric):
+    "The clean and corrupt values a patching score is measured between: finite, and apart."
+    if not (math.isfinite(m_src) and math.isfinite(m_own)):
+        raise PatchError(f'The {metric} of the clean or corrupt run is NaN or inf ({m_src:.4g}, {m_own:.4g}): the model outputs are not '
+                         'finite (damaged weights?), so every patching score would be NaN. Check the model.')
+    if abs(m_src - m_own) < 1e-6:
+        raise PatchError(f'The clean and corrupt runs give the same {metric} ({m_src:.4g}): there is no effect to '
+                         f'patch. Check that the corrupt prompts change the answer.')
+
 def act_patch(model, tok, clean, corrupt=None, # DataFrames (prompt, answer) or pairs, aligned; or a `Prompts`
               component:str='resid_pre', # resid_pre, attn_out, mlp_out, head_out, q, k or v
               metric='logit_diff', # a name in METRICS or a callable
@@ -310,9 +319,7 @@ def act_patch(model, tok, clean, corrupt=None, # DataFrames (prompt, answer) or 
         c = cache(model, names, input_ids=srcids); src = {l: c[f'{component}.{l}'] for l in layers}
         m_src = _metric(metric, _last_logits(model, srcids), P.ans, P.corrupt_ans).mean().item()
         m_own = _metric(metric, _last_logits(model, own), P.ans, P.corrupt_ans).mean().item()
-    if abs(m_src - m_own) < 1e-6:
-        raise PatchError(f'The clean and corrupt runs give the same {metric} ({m_src:.4g}): there is no effect to '
-                         f'patch. Check that the corrupt prompts change the answer.')
+    _check_ends(m_src, m_own, metric)
     var = _variants(model, component, layers, _positions(P.clean.shape[1], positions), per_position)
     live, mine = _changing(model, own, component, src, var) if batched and skip_identical else (list(range(len(var))), None)
     vals = torch.full((len(var),), m_own)
@@ -370,6 +377,7 @@ def attr_patch(model, tok, clean, corrupt=None, component:str='resid_pre', metri
         m_own_t = _metric(metric, _last_logits(model, own), P.ans, P.corrupt_ans).mean()
         grads = torch.autograd.grad(m_own_t, [zs[n] for n in names], allow_unused=True)
     m_own = m_own_t.item()
+    if not (math.isfinite(m_src) and math.isfinite(m_own)): _check_ends(m_src, m_own, metric)
     rows, vals = [], []
     for l, n, g in zip(layers, names, grads):
         g = torch.zeros_like(acts[n]) if g is None else g

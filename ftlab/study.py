@@ -18,7 +18,7 @@ from .merge import METHODS, MergeStudy, sweep_figure
 from .localize import graft_sweep, graft_eval, sparsity_figure, mask_map, expected_overlap
 from .patching import query_pairs, act_patch, attr_patch, agreement, patch_heatmap, cmap, tuco
 from .report import Report
-from .core import refuse_inside
+from .core import FtlabError, refuse_inside, check_number
 
 # %% auto 0
 __all__ = ['accuracy_figure', 'demo']
@@ -51,6 +51,12 @@ def demo(out:str|Path='reports/demo', # output directory
         ) -> Path:
     "The main job: evaluate `model` on every task in and out of distribution, fine-tune, analyse, merge and patch; write report.html and CSVs."
     refuse_inside(out, [model], 'report')                # before anything is loaded or written
+    check_number(n, 'n', 1, integer=True); check_number(train_steps, 'train_steps', 0, integer=True)
+    for s in graft_sparsities: check_number(s, 'graft sparsity', 0, 1, open_lo=True)
+    o = Path(out)
+    if o.is_file() or (o.is_dir() and any(o.iterdir()) and not (o / 'report.html').exists()):
+        raise FtlabError(f'out={out} exists and is not an ftlab report directory (no report.html); the demo refreshes its own '
+                         'reports only. Give a new or empty directory.')
     t0 = time.time()
     m, tok = model_tok or load(model, allow_pickle=allow_pickle)
     ev = evaluate_all(m, tok, n=n, seed=seed)
@@ -176,7 +182,7 @@ def _localize_section(r, runs_:dict, m_tok, out, sparsities, n):
     pairs = {t: ModelPair(m_tok[0], x.weights()) for t, x in runs_.items()}
     sweeps = {t: graft_sweep(pairs[t], t, sparsities, model_tok=m_tok, progress=False) for t in runs_}
     ev = graft_eval(pairs[task], {f'graft {s:g}': mk for s, mk in sweeps[task].items()}, task, n=min(n, 256), model_tok=m_tok)
-    for s, mk in sweeps[task].items(): mk.save(Path(out) / 'masks' / f"{task.replace(':', '_')}-{s:g}.safetensors")
+    for s, mk in sweeps[task].items(): mk.save(Path(out) / 'masks' / f"{task.replace(':', '_')}-{s:g}.safetensors", overwrite=True)
     mid = sorted(sparsities)[len(sparsities) // 2]
     a, b = sweeps[task][mid], sweeps[task2][mid]
     loc = a.by(('layer', 'part', 'kind')).assign(task=task, sparsity=mid)
