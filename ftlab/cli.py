@@ -59,7 +59,7 @@ def _demo_args(p):
 @command('demo', 'evaluate a base model on every task and write an HTML report', _demo_args)
 def _demo(args):
     from ftlab.study import demo
-    kw = {k: v for k, v in vars(args).items() if k not in ('cmd', 'graft_sparsities')}
+    kw = {k: v for k, v in vars(args).items() if k not in ('cmd', 'debug', 'graft_sparsities')}
     if args.graft_sparsities: kw['graft_sparsities'] = tuple(args.graft_sparsities)
     print(f'Report written to {demo(**kw)}')
 

@@ -572,8 +572,10 @@ def merge(base, # base: model dir, zoo name, nn.Module, dict, Run, Weights (None
         if not like.is_floating_point(): return like           # integer buffers: the base's
         c = ctxs[n]; c.stats, c.scratch = stats, scratch
         if m.random: c.generator = torch.Generator().manual_seed(tensor_seed(seed, n))
+        if not all(_finite(t) for t in ([b] if b is not None else []) + ts):   # a damaged input, even where a method trims it away
+            raise MergeError(_nonfinite(n, None, b, ts, like.dtype))
         r = m.fn(b, ts, w, ctx=c, **params).to(odt or like.dtype)
-        if not torch.isfinite(r).all(): raise MergeError(_nonfinite(n, r, b, ts, odt or like.dtype))
+        if not _finite(r): raise MergeError(_nonfinite(n, r, b, ts, odt or like.dtype))
         return r
     if out is None:
         from tqdm.auto import tqdm
@@ -612,6 +614,10 @@ def merge(base, # base: model dir, zoo name, nn.Module, dict, Run, Weights (None
         (d / 'ftlab_merge.json').write_text(json.dumps(record, indent=1, default=str))
     return atomic_dir(out, write, overwrite)
 
+def _finite(t) -> bool:
+    "Whether every entry of `t` is finite: one summing pass (NaN/inf make the sum non-finite), checked entry by entry only if it is not."
+    return math.isfinite(float(t.sum(dtype=torch.float32))) or bool(torch.isfinite(t).all())
+
 def _nonfinite(n, r, b, ts, dt):
     "Why merged tensor `n` is not finite: the inputs that are not, or the output dtype's range."
     bad = [lab for lab, t in [('the base', b)] + [(f'model {j}', t) for j, t in enumerate(ts)]
@@ -619,6 +625,7 @@ def _nonfinite(n, r, b, ts, dt):
     why = (f"{' and '.join(bad)} hold{'s' if len(bad) == 1 else ''} NaN or inf in {n}: an input model is damaged. Check it "
            f"(e.g. ftlab.weights.open_weights(dir)['{n}'].isfinite().all()) and merge intact models."
            if bad else f'the merged values of {n} overflow {dt} or the parameters make them infinite. Use a wider dtype or smaller weights.')
+    if r is None: return f'Refused to merge: {why}'
     return f'The merge produced {int((~torch.isfinite(r)).sum()):,} NaN/inf values; nothing was written: {why}'
 
 def _label(x):
