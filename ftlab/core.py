@@ -10,9 +10,9 @@ import torch
 import ftlab
 
 # %% auto 0
-__all__ = ['ZOO_DIR', 'ZOO_NAMES', 'PARTIAL', 'FtlabError', 'short', 'check_number', 'cache_dir', 'sweep_temporaries',
-           'write_atomic', 'atomic_dir', 'refuse_inside', 'guard_output', 'SafetensorsWriter', 'save_safetensors',
-           'copy_model_files', 'read_yaml', 'read_json']
+__all__ = ['ZOO_DIR', 'ZOO_NAMES', 'PARTIAL', 'FtlabError', 'short', 'check_number', 'cache_dir', 'pid_alive',
+           'sweep_temporaries', 'write_atomic', 'atomic_dir', 'refuse_inside', 'guard_output', 'SafetensorsWriter',
+           'save_safetensors', 'copy_model_files', 'read_yaml', 'read_json']
 
 # %% ../nbs/00_core.ipynb 5
 class FtlabError(ValueError):
@@ -54,11 +54,15 @@ def cache_dir() -> Path:
 # %% ../nbs/00_core.ipynb 15
 PARTIAL = '.ftlab-partial'   # the marker file inside a temporary output directory
 
-def _alive(pid:int) -> bool:
+def pid_alive(pid) -> bool:
+    "Whether process `pid` of this host is alive (a zombie is not). Where that cannot be told, True."
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0: return False
+    if os.name != 'posix': return True
     try: os.kill(pid, 0)
     except ProcessLookupError: return False
-    except (PermissionError, OSError): return True
-    return True
+    except OSError: return True                      # alive, someone else's
+    try: return Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[0] != 'Z'
+    except (OSError, IndexError): return True
 
 def _tmp_pid(p:Path, stem:str) -> int|None:
     rest = p.name.removeprefix('.').removeprefix(stem)
@@ -75,7 +79,7 @@ def sweep_temporaries(out:str|Path) -> list[Path]:
     pats = [f'{glob.escape(out.name)}.tmp*', f'.{glob.escape(out.name)}.tmp*', f'.{glob.escape(out.name)}.old*']
     for p in sorted({q for pat in pats for q in out.parent.glob(pat)}):
         pid = _tmp_pid(p, out.name)
-        if pid is None or _alive(pid): continue
+        if pid is None or pid_alive(pid): continue
         if p.name.startswith(f'.{out.name}.old') and not (out.exists() or out.is_symlink()):
             os.replace(p, out); warnings.warn(f'{out} was restored from {p.name}: a writer (pid {pid}) was killed while replacing it.')
             continue

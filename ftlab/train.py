@@ -4,7 +4,8 @@
 
 # %% ../nbs/20_train.ipynb 1
 from __future__ import annotations
-import copy, json, os, shutil, time
+import copy, json, math, numbers, os, shutil, socket, time, warnings
+from datetime import datetime, timezone
 from dataclasses import dataclass, asdict, fields
 from pathlib import Path
 import numpy as np, pandas as pd, torch
@@ -14,7 +15,7 @@ from transformers import TrainerCallback
 from .tasks import get_task, mixture_examples, PRETRAIN_TASKS, stable_seed
 from .evaluate import encode, evaluate, lm_loss, answer_token_mask
 from .weights import param_info, open_weights, family_of
-from .core import refuse_inside, write_atomic
+from .core import FtlabError, check_number, short, refuse_inside, write_atomic, pid_alive
 from .sources import load, model_source
 from .zoo import lr_lambda   # warm-up, then cosine to 10% (shared with pre-training)
 
@@ -30,6 +31,10 @@ KINDS = ('q', 'k', 'v', 'o', 'qkv', 'gate', 'up', 'down')
 TARGET_GROUPS = {'attn': ('q', 'k', 'v', 'o', 'qkv'), 'mlp': ('gate', 'up', 'down'), 'all': KINDS}
 DEFAULT_LR = dict(full=3e-4, sparse=3e-4, lora=2e-3, rslora=5e-4, dora=2e-3)
 
+def _clip(s:str, n:int=200) -> str:
+    "`s` cut to `n` characters."
+    return s if len(s) <= n else s[:n] + '…'
+
 def target_kinds(targets:str|list) -> tuple[str, ...]:
     "Module kinds named by `targets`: 'attn', 'mlp', 'all', or kinds such as 'q,v' / ['q', 'v']."
     items = targets.split(',') if isinstance(targets, str) else list(targets)
@@ -37,9 +42,11 @@ def target_kinds(targets:str|list) -> tuple[str, ...]:
     for t in (x.strip() for x in items):
         if t in TARGET_GROUPS: out += TARGET_GROUPS[t]
         elif t in KINDS: out.append(t)
-        else: raise ValueError(f'Unknown target module {t!r}; use one of {", ".join(TARGET_GROUPS)} '
+        else: raise FtlabError(f'Unknown target module {short(t)}; use one of {", ".join(TARGET_GROUPS)} '
                                f'or module kinds {", ".join(KINDS)} (comma-separated).')
     return tuple(dict.fromkeys(out))
+
+def _is_int(x) -> bool: return isinstance(x, numbers.Integral) and not isinstance(x, bool)
 
 @dataclass
 class TrainConfig:
@@ -72,20 +79,38 @@ class TrainConfig:
     threads: int|None = None  # torch threads (default min(2, cores))
 
     def __post_init__(self):
-        def bad(what, got, valid): raise ValueError(f'Unknown {what} {got!r}; valid: {", ".join(map(str, valid))}.')
+        def bad(what, got, valid): raise FtlabError(f'Unknown {what} {short(got)}; valid: {", ".join(map(str, valid))}.')
         if self.method not in METHODS: bad('method', self.method, METHODS)
         if self.loss_on not in ('answer', 'all'): bad('loss_on', self.loss_on, ('answer', 'all'))
         if self.preset is not None and self.preset not in PRESETS: bad('preset', self.preset, PRESETS)
         if self.preset and self.method != 'full':
-            raise ValueError(f"preset={self.preset!r} freezes parts of a full fine-tune; use it with method='full', not {self.method!r}.")
+            raise FtlabError(f"preset={self.preset!r} freezes parts of a full fine-tune; use it with method='full', not {self.method!r}.")
         if self.method == 'sparse' and not self.mask:
-            raise ValueError("method='sparse' needs mask=: a safetensors file of boolean masks, a dict of masks, or 'grad'.")
+            raise FtlabError("method='sparse' needs mask=: a safetensors file of boolean masks, a dict of masks, or 'grad'.")
         target_kinds(self.targets)
         self.forget_tasks = tuple(self.forget_tasks)
-        if self.layers is not None: self.layers = sorted(int(l) for l in self.layers)
+        if self.layers is not None:
+            try: self.layers = sorted(int(l) for l in self.layers)
+            except (TypeError, ValueError):
+                raise FtlabError(f'layers={short(self.layers)} is invalid: give decoder layer numbers, e.g. [0, 1].') from None
+            if any(l < 0 for l in self.layers): raise FtlabError(f'layers={self.layers} is out of range: layer numbers are ≥ 0.')
+        self._check_ranges()
+
+    def _check_ranges(self):
+        "Fill the defaults and check every number: a `FtlabError` names the field, its value and the valid range."
+        num = lambda n, *a, **k: setattr(self, n, check_number(getattr(self, n), n, *a, **k))
+        for n in ('steps', 'batch_size', 'seq_len', 'n_train', 'n_eval', 'r'): num(n, 1, integer=True)
+        for n in ('eval_every', 'warmup'): num(n, 0, integer=True)      # eval_every=0: only at the start and the end
+        for n in ('seed', 'init_seed'): num(n, integer=True)
+        if self.save_every is None: self.save_every = self.eval_every
         if self.alpha is None: self.alpha = 2.0 * self.r
         if self.lr is None: self.lr = DEFAULT_LR[self.method]
-        if self.save_every is None: self.save_every = self.eval_every
+        num('save_every', 0, integer=True)                              # 0: only the last step
+        if self.threads is not None: num('threads', 1, integer=True)
+        num('lr', 0, open_lo=True); num('alpha', 0, open_lo=True)
+        num('dropout', 0, 1, open_hi=True)
+        num('density', 0, 1, open_lo=True)                               # the fraction of the targeted entries that train
+        num('weight_decay', 0)
 
     @classmethod
     def fields(cls) -> list[str]: return [f.name for f in fields(cls)]
@@ -119,7 +144,7 @@ def trainable_params(model, cfg:TrainConfig) -> list[str]:
                 out += [ms[i] for i in sorted(rng.choice(len(ms), k, replace=False))]
     elif cfg.layers is not None: out = [n for n in names if info[n].layer in cfg.layers]
     else: out = names
-    if not out: raise ValueError(f'No parameters train with method={cfg.method!r}, targets={cfg.targets!r}, '
+    if not out: raise FtlabError(f'No parameters train with method={cfg.method!r}, targets={cfg.targets!r}, '
                                  f'layers={cfg.layers}, preset={cfg.preset!r}: check the layer numbers and targets.')
     return out
 
@@ -192,11 +217,37 @@ def _write_json(path, obj): write_atomic(path, json.dumps(obj, indent=1, default
 def _append(path, row):
     with open(path, 'a') as f: f.write(json.dumps(row) + '\n')
 
+def _read_jsonl(path) -> list[dict]:
+    "The rows of a metrics.jsonl; a damaged line (a run killed mid-write, an edit) is skipped with a warning naming it."
+    rows, path = [], Path(path)
+    for i, line in enumerate(path.read_text(errors='replace').splitlines(), 1):
+        if not line.strip(): continue
+        try: r = json.loads(line)
+        except ValueError as e: r = e
+        if isinstance(r, dict) and _is_int(r.get('step')): rows.append(r)
+        else: warnings.warn(f'{path}, line {i}: not a metrics row ('
+                            + (f'invalid JSON: {_clip(str(r), 80)}' if isinstance(r, Exception) else f'no step: {short(line)}')
+                            + '); the line is skipped.', stacklevel=3)
+    return rows
+
+def _now() -> str: return datetime.now(timezone.utc).isoformat(timespec='seconds')
+
+def _write_status(out, status:str, step:int, **extra):
+    "status.json: the run's state, the process writing it (pid, host) and a heartbeat (the UTC time of this write)."
+    _write_json(Path(out) / 'status.json', dict(status=status, step=int(step), **extra, pid=os.getpid(),
+                                                host=socket.gethostname(), heartbeat=_now()))
+
+def _age(stamp) -> float|None:
+    "Seconds since the ISO time `stamp` (None if it is not one)."
+    try: return (datetime.now(timezone.utc) - datetime.fromisoformat(stamp)).total_seconds()
+    except (TypeError, ValueError): return None
+
 def _is_peft(model): return hasattr(model, 'peft_config')
 
 def _with_deltas(df:pd.DataFrame) -> pd.DataFrame:
     "Add `d_lm_loss` and `d_pre_acc`: changes from the first row (the base)."
-    if len(df): df['d_lm_loss'], df['d_pre_acc'] = df.lm_loss - df.lm_loss.iloc[0], df.pre_acc - df.pre_acc.iloc[0]
+    for c in ('lm_loss', 'pre_acc'):
+        if c in df and len(df): df[f'd_{c}'] = df[c] - df[c].iloc[0]
     return df
 
 def save_checkpoint(model, tok, out:str|Path, step:int) -> Path:
@@ -220,15 +271,37 @@ class Run:
     def load(cls, path:str|Path) -> Run: return cls(path)
     @property
     def config(self) -> TrainConfig:
-        d = json.loads((self.path / 'run_config.json').read_text())
-        return TrainConfig(**{k: v for k, v in d.items() if k in TrainConfig.fields()})
+        p = self.path / 'run_config.json'
+        try:
+            d = json.loads(p.read_text())
+            if not isinstance(d, dict): raise ValueError(f'a JSON {type(d).__name__}, not an object')
+            return TrainConfig(**{k: v for k, v in d.items() if k in TrainConfig.fields()})
+        except (OSError, TypeError, ValueError) as e:
+            raise FtlabError(f'{p} cannot be read as a run config ({type(e).__name__}: {_clip(str(e), 200)}). '
+                             'Restore the file from a backup, or delete the run directory.') from e
     @property
     def status(self) -> dict:
+        "status.json: 'running', 'done', 'failed' (with `message`), or 'killed': 'running' written by a process of this host that died."
         p = self.path / 'status.json'
-        return json.loads(p.read_text()) if p.exists() else dict(status='unknown')
+        if not p.exists(): return dict(status='unknown')
+        try: st = json.loads(p.read_text())
+        except (OSError, ValueError) as e: st = e
+        if not isinstance(st, dict):
+            warnings.warn(f'{p} is damaged ({_clip(str(st), 120)}); the run\'s status is reported as unknown.', stacklevel=2)
+            return dict(status='unknown', message=f'{p} is damaged')
+        if st.get('status') == 'running' and 'pid' in st:
+            age = _age(st.get('heartbeat'))
+            if age is not None: st['heartbeat_age'] = round(age, 1)      # seconds since the process last wrote
+            if st.get('host') == socket.gethostname() and not pid_alive(st['pid']):
+                cks = self.checkpoints
+                st.update(status='killed', message=(
+                    f'The training process (pid {st["pid"]}) died at step {st.get("step")} without writing a final status (killed, '
+                    f'out of memory, or the machine stopped). finetune(..., resume=True) (ftlab train --resume) continues the run '
+                    + (f'from its last checkpoint, step {max(cks)}.' if cks else 'from the start: no checkpoint was saved.')))
+        return st
     def _rows(self, kind):
         p = self.path / 'metrics.jsonl'
-        rows = [json.loads(l) for l in p.read_text().splitlines()] if p.exists() else []
+        rows = _read_jsonl(p) if p.exists() else []
         return pd.DataFrame([{k: v for k, v in r.items() if k != 'kind'} for r in rows if r.get('kind') == kind])
     @property
     def metrics(self) -> pd.DataFrame:
@@ -285,8 +358,12 @@ class Run:
 # %% ../nbs/20_train.ipynb 21
 def runs(root:str|Path='runs') -> pd.DataFrame:
     "One row per run directory under `root` (searched recursively): method, hyper-parameters, final metrics."
-    paths = sorted(p.parent for p in Path(root).rglob('run_config.json'))
-    return pd.DataFrame([Run(p).summary() for p in paths])
+    rows = []
+    for p in sorted(p.parent for p in Path(root).rglob('run_config.json')):
+        try: rows.append(Run(p).summary())
+        except Exception as e:      # one damaged run never hides the others
+            warnings.warn(f'Run {p} is left out of the table: {type(e).__name__}: {_clip(str(e), 300)}', stacklevel=2)
+    return pd.DataFrame(rows)
 
 # %% ../nbs/20_train.ipynb 23
 def grad_mask(model, batches, # (input_ids, labels) pairs
@@ -307,31 +384,107 @@ def grad_mask(model, batches, # (input_ids, labels) pairs
     thresh = flat.kthvalue(flat.numel() - k + 1).values
     return {n: v >= thresh for n, v in g.items()}
 
+def _load_mask(path) -> dict[str, torch.Tensor]:
+    "The masks of a safetensors mask file; a missing or damaged file is a `FtlabError` naming it."
+    from safetensors.torch import load_file
+    path = Path(path)
+    if not path.is_file():
+        raise FtlabError(f"The sparse mask file {path} does not exist: pass mask= a safetensors file of boolean masks "
+                         "(a sparse run's mask.safetensors), a dict of masks, or 'grad'.")
+    try: return load_file(path)
+    except Exception as e:
+        raise FtlabError(f'The sparse mask file {path} is damaged or not a safetensors file ({type(e).__name__}: '
+                         f'{_clip(str(e), 200)}); restore it, or pass another mask.') from e
+
 def _check_mask(mask, model):
     params = dict(model.named_parameters())
     missing = sorted(set(mask) - set(params))
-    if missing: raise ValueError(f'The sparse mask names parameters the model does not have: {missing[:5]}; '
+    if missing: raise FtlabError(f'The sparse mask names parameters the model does not have: {missing[:5]}; '
                                  f'parameter names look like {list(params)[:2]}.')
     wrong = [f'{n}: mask {tuple(v.shape)} vs {tuple(params[n].shape)}' for n, v in mask.items() if v.shape != params[n].shape]
-    if wrong: raise ValueError(f'Sparse mask shapes differ from the parameters: {wrong[:5]}.')
+    if wrong: raise FtlabError(f'Sparse mask shapes differ from the parameters: {wrong[:5]}.')
     return {n: v.bool() for n, v in mask.items()}
 
 # %% ../nbs/20_train.ipynb 25
-def _prepare(cfg, out, overwrite, resume):
+def _plan(cfg, out, overwrite, resume) -> tuple[bool, bool]:
+    "(resuming, replace) for run directory `out`, or the refusal; nothing on disk changes here."
     out = Path(out)
+    if out.exists() and not out.is_dir(): raise FtlabError(f'out={out} is a file, not a run directory: choose another out.')
     if out.exists() and any(out.iterdir()):
-        if resume and (out / 'run_config.json').exists():
-            old = json.loads((out / 'run_config.json').read_text())
+        cp = out / 'run_config.json'
+        if resume and cp.exists():
+            try: old = json.loads(cp.read_text())
+            except (OSError, ValueError) as e: old = e
+            if not isinstance(old, dict):
+                raise FtlabError(f'Cannot resume {out}: {cp} is damaged ({_clip(str(old), 120)}). Restore the file, or pass '
+                                 'overwrite=True (without resume) to train the run again from the start.')
             new = json.loads(json.dumps(asdict(cfg), default=str))
             diff = {k: (old.get(k), v) for k, v in new.items() if old.get(k) != v}
-            if diff: raise ValueError(f'Cannot resume {out}: its config differs in {diff} (saved, requested).')
-            return out, (out / 'state.pt').exists()
+            if diff: raise FtlabError(f'Cannot resume {out}: its config differs in {short(diff, 400)} (saved, requested).')
+            return (out / 'state.pt').exists(), False
         if not overwrite:
             raise FileExistsError(f'Output directory {out} exists and is not empty; pass overwrite=True to replace it'
-                                  + (' or resume=True to continue the run in it.' if (out / 'run_config.json').exists() else '.'))
-        shutil.rmtree(out)
+                                  + (' or resume=True to continue the run in it.' if cp.exists() else '.'))
+        return False, True
+    return False, False
+
+def _prepare(out, replace:bool) -> Path:
+    "Make the run directory (replacing the old one if `replace`): finetune's first change on disk, after every check."
+    out = Path(out)
+    if replace: shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    return out, False
+    return out
+
+_STATE_KEYS = ('model', 'opt', 'sched', 'rng', 'step')
+
+def _state_error(path, why):
+    return FtlabError(f'{path} is {why}; resume=True cannot continue this run from it. Restore the file from a backup, '
+                      'or pass overwrite=True (without resume) to train the run again from the start.')
+
+def _load_state(path) -> dict:
+    "The training state saved with the last checkpoint; a damaged or truncated file is a `FtlabError`, not a pickle traceback."
+    try: st = torch.load(path, weights_only=True)
+    except Exception as e: raise _state_error(path, f'damaged or truncated ({type(e).__name__}: {_clip(str(e), 160)})') from e
+    missing = [k for k in _STATE_KEYS if not isinstance(st, dict) or k not in st]
+    if missing: raise _state_error(path, f'incomplete (it lacks {missing})')
+    return st
+
+def _restore(st, path, model, opt, sched):
+    "Load state `st` (read from `path`) into model, optimiser and scheduler: (step, tokens, train_seconds)."
+    try:
+        model.load_state_dict(st['model']); opt.load_state_dict(st['opt']); sched.load_state_dict(st['sched'])
+        torch.set_rng_state(st['rng'])
+    except Exception as e:
+        raise _state_error(path, f'not the state of this run ({type(e).__name__}: {_clip(str(e), 160)})') from e
+    return int(st['step']), st.get('tokens'), float(st.get('train_seconds', 0.0))
+
+def _check_base(model, cfg) -> list[str]:
+    "The names `cfg` trains in `model`, or a `FtlabError`: damaged (non-finite) weights, an unsupported family, absent layers."
+    bad = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
+    if bad: raise FtlabError(
+        f'The base model {cfg.base} is damaged: {len(bad)} parameter(s) hold NaN or inf values, e.g. {bad[:3]}. Training '
+        'cannot repair this, and it is not a learning-rate problem: restore or re-download the base, or pick another.')
+    try: family_of(model.config)
+    except NotImplementedError as e: raise FtlabError(str(e)) from e
+    n = getattr(model.config, 'num_hidden_layers', None)
+    if cfg.layers and n is not None and any(l >= n for l in cfg.layers):
+        raise FtlabError(f'layers={cfg.layers} names layers the base does not have: it has layers 0 to {n - 1}.')
+    return trainable_params(model, cfg)
+
+def _check_examples(examples, cfg):
+    "Every training example fits in a row of `seq_len` tokens."
+    if not examples: raise FtlabError(f'Task {cfg.task!r} gave no training examples (n_train={cfg.n_train}).')
+    longest = max(len(x) for x, _ in examples)
+    if longest > cfg.seq_len: raise FtlabError(
+        f'seq_len={cfg.seq_len} is shorter than the longest training example ({longest} tokens): raise seq_len to {longest} or more.')
+
+def _failure(e:BaseException, step:int, out) -> str:
+    "The status message of a run stopped by `e` after `step` steps."
+    if isinstance(e, FloatingPointError): return str(e)
+    what = f'{type(e).__name__}: {_clip(str(e), 300)}' if str(e) else type(e).__name__
+    cks = Run(out).checkpoints if (out / 'run_config.json').exists() else {}
+    return (f'Stopped by {what} after step {step}. finetune(..., resume=True) continues the run '
+            + (f'from its last checkpoint, step {max(cks)}.' if cks else 'from the start: no checkpoint was saved.'))
 
 def _train_only(model, names):
     "Parameters in `names` train; every other parameter is frozen."
@@ -348,7 +501,6 @@ def _wrap(model, cfg):
                         use_rslora=cfg.method == 'rslora', use_dora=cfg.method == 'dora',
                         fan_in_fan_out=family_of(model.config).conv1d, task_type='CAUSAL_LM')
         torch.manual_seed(cfg.init_seed)
-        import warnings
         with warnings.catch_warnings():
             warnings.filterwarnings('ignore', message='.*(fan_in_fan_out|is_gradient_checkpointing).*')
             model = get_peft_model(model, lc)
@@ -380,36 +532,33 @@ def finetune(base='llama', # zoo name, local HF model directory or hub id (recor
     tsk = get_task(task)
     if isinstance(mask, (str, Path)): kw['mask'] = str(mask)
     elif mask is not None: kw['mask'] = 'mask.safetensors'
-    cfg = TrainConfig(base=str(base), task=tsk.name, method=method, **kw)
+    cfg = TrainConfig(base=str(base), task=tsk.name, method=method, **kw)      # every setting is checked here
     out = Path(out or Path('runs') / f'{cfg.task}-{cfg.method}')
     refuse_inside(out, [cfg.base] + ([cfg.mask] if cfg.mask != 'grad' else []), 'run')
-    out, resuming = _prepare(cfg, out, overwrite, resume)
+    # Everything that can refuse the run is checked before the run directory is made or replaced.
+    resuming, replace = _plan(cfg, out, overwrite, resume)
+    state = _load_state(out / 'state.pt') if resuming else None
     torch.set_num_threads(cfg.threads or min(2, os.cpu_count()))
     model, tok = (copy.deepcopy(model_tok[0]), model_tok[1]) if model_tok else load(cfg.base, allow_pickle=allow_pickle)
+    _check_base(model, cfg)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     train = tsk.sample(cfg.n_train, cfg.seed)
     examples = encode_examples(tok, train.prompt, train.answer, cfg.loss_on, train.get('answer_mask'))
+    _check_examples(examples, cfg)
     def batch(step, purpose='finetune'):
         rng = np.random.default_rng(stable_seed(purpose, cfg.seed, step))
         return pack_examples(examples, rng.integers(0, len(examples), cfg.batch_size * cfg.seq_len // 2),
                              cfg.batch_size, cfg.seq_len, pad)
     monitor = Monitor(tok, tsk, cfg.forget_tasks, cfg.n_eval)
-    metrics_path = out / 'metrics.jsonl'
-    if not resuming:
-        _write_json(out / 'run_config.json', asdict(cfg))
-        metrics_path.write_text('')
-        _append(metrics_path, dict(kind='eval', **monitor(model, 0)))     # the unmodified base
     masks = None
     if cfg.method == 'sparse':
-        from safetensors.torch import load_file, save_file
-        if resuming: masks = _check_mask(load_file(out / 'mask.safetensors'), model)
+        if resuming: masks = _check_mask(_load_mask(out / 'mask.safetensors'), model)
         elif mask is not None and not isinstance(mask, (str, Path)): masks = _check_mask(mask, model)
-        elif cfg.mask == 'grad':
+        elif cfg.mask != 'grad': masks = _check_mask(_load_mask(cfg.mask), model)
+    row0 = None if resuming else monitor(model, 0)                    # the unmodified base
+    if cfg.method == 'sparse':
+        if masks is None:
             masks = grad_mask(model, [batch(i, 'grad_mask')[:2] for i in range(8)], trainable_params(model, cfg), cfg.density)
-        else: masks = _check_mask(load_file(cfg.mask), model)
-        if not resuming:
-            save_file({n: v.to(torch.uint8) for n, v in masks.items()}, out / 'mask.tmp')
-            os.replace(out / 'mask.tmp', out / 'mask.safetensors')
         _train_only(model, masks)
     else: model = _wrap(model, cfg)
     params = dict(model.named_parameters())
@@ -417,60 +566,76 @@ def finetune(base='llama', # zoo name, local HF model directory or hub id (recor
     trainable = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
-    start = 0
+    start, tokens, t_train = 0, 0, 0.0
     if resuming:
-        st = torch.load(out / 'state.pt', weights_only=True)
-        model.load_state_dict(st['model']); opt.load_state_dict(st['opt']); sched.load_state_dict(st['sched'])
-        torch.set_rng_state(st['rng']); start = st['step']
-        rows = [l for l in metrics_path.read_text().splitlines() if json.loads(l)['step'] <= start]
-        metrics_path.write_text(''.join(l + '\n' for l in rows))
+        start, tokens, t_train = _restore(state, out / 'state.pt', model, opt, sched)
+        if tokens is None: tokens = sum(batch(s)[3] for s in range(start))   # a state.pt written before tokens were kept
     else: torch.manual_seed(cfg.init_seed + 1)
-    _write_json(out / 'status.json', dict(status='running', step=start))
-    plot = LivePlot(Run(out).metrics) if live else None
-    if plot is not None: plot.show()
-    from tqdm.auto import tqdm
-    bar = tqdm(range(start, cfg.steps), desc=f'{cfg.method} on {cfg.task}', disable=not progress,
-               initial=start, total=cfg.steps)
-    tokens, t_train = 0, 0.0
-    model.train()
-    for step in bar:
-        ids, labels, _, n_tok = batch(step)
-        t0 = time.perf_counter()
-        loss = model(input_ids=ids, labels=labels).loss
-        if not torch.isfinite(loss):
-            last = Run(out).checkpoints
-            msg = (f'Loss became {loss.item()} at step {step + 1}; stopped. The last good checkpoint is '
-                   f'{last[max(last)] if last else "none (no step was saved)"}. Lower lr (now {cfg.lr}).')
-            _write_json(out / 'status.json', dict(status='failed', step=step, message=msg))
-            raise FloatingPointError(msg)
-        loss.backward()
-        if masks:
-            for n, m_ in masks.items(): params[n].grad.mul_(m_)
-        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-        opt.step(); sched.step(); opt.zero_grad(set_to_none=True)
-        if masks:
-            with torch.no_grad():
-                for n, m_ in masks.items(): params[n].copy_(torch.where(m_, params[n], frozen0[n]))
-        t_train += time.perf_counter() - t0
-        tokens += n_tok
-        done = step + 1
-        if done % 10 == 0 or done == cfg.steps:
-            _append(metrics_path, dict(kind='train', step=done, loss=loss.item(), lr=sched.get_last_lr()[0],
-                                       tokens=tokens, train_seconds=t_train))
-            bar.set_postfix(loss=f'{loss.item():.3f}')
-        if (cfg.save_every and done % cfg.save_every == 0) or done == cfg.steps:
-            save_checkpoint(model, tok, out, done)
-            torch.save(dict(model=model.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(),
-                            rng=torch.get_rng_state(), step=done), out / 'state.tmp')
-            os.replace(out / 'state.tmp', out / 'state.pt')
-            _write_json(out / 'status.json', dict(status='running' if done < cfg.steps else 'done', step=done))
-        if (cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps:
-            row = monitor(model, done)
-            _append(metrics_path, dict(kind='eval', **row))
-            bar.set_postfix(loss=f'{loss.item():.3f}', acc=f'{row["task_acc"]:.2f}')
-            if plot is not None: plot.update(Run(out).metrics)
-            for cb in callbacks: cb(row, model=model) if _takes_model(cb) else cb(row)
+    out = _prepare(out, replace)                                       # the first change on disk
+    metrics_path, done = out / 'metrics.jsonl', start
+    try:
+        if resuming:
+            rows = [r for r in _read_jsonl(metrics_path) if r['step'] <= start]
+            write_atomic(metrics_path, ''.join(json.dumps(r) + '\n' for r in rows))
+        else:
+            _write_json(out / 'run_config.json', asdict(cfg))
+            write_atomic(metrics_path, json.dumps(dict(kind='eval', **row0)) + '\n')
+            if masks is not None:
+                from safetensors.torch import save_file
+                save_file({n: v.to(torch.uint8) for n, v in masks.items()}, out / 'mask.tmp')
+                os.replace(out / 'mask.tmp', out / 'mask.safetensors')
+        _write_status(out, 'running', start)
+        plot = LivePlot(Run(out).metrics) if live else None
+        if plot is not None: plot.show()
+        from tqdm.auto import tqdm
+        bar = tqdm(range(start, cfg.steps), desc=f'{cfg.method} on {cfg.task}', disable=not progress,
+                   initial=start, total=cfg.steps)
+        model.train()
+        for step in bar:
+            ids, labels, _, n_tok = batch(step)
+            t0 = time.perf_counter()
+            loss = model(input_ids=ids, labels=labels).loss
+            if not torch.isfinite(loss):
+                last = Run(out).checkpoints
+                raise FloatingPointError(
+                    f'Loss became {loss.item()} at step {step + 1}; stopped. The last good checkpoint is '
+                    f'{last[max(last)] if last else "none (no step was saved)"}. Lower lr (now {cfg.lr}).')
+            loss.backward()
+            if masks:
+                for n, m_ in masks.items(): params[n].grad.mul_(m_)
+            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+            opt.step(); sched.step(); opt.zero_grad(set_to_none=True)
+            if masks:
+                with torch.no_grad():
+                    for n, m_ in masks.items(): params[n].copy_(torch.where(m_, params[n], frozen0[n]))
+            t_train += time.perf_counter() - t0
+            tokens += n_tok
+            done = step + 1
+            if done % 10 == 0 or done == cfg.steps:
+                _append(metrics_path, dict(kind='train', step=done, loss=loss.item(), lr=sched.get_last_lr()[0],
+                                           tokens=tokens, train_seconds=t_train))
+                _write_status(out, 'running', done)
+                bar.set_postfix(loss=f'{loss.item():.3f}')
+            if (cfg.save_every and done % cfg.save_every == 0) or done == cfg.steps:
+                save_checkpoint(model, tok, out, done)
+                torch.save(dict(model=model.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(),
+                                rng=torch.get_rng_state(), step=done, tokens=tokens, train_seconds=t_train), out / 'state.tmp')
+                os.replace(out / 'state.tmp', out / 'state.pt')
+                _write_status(out, 'running', done)
+            if (cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps:
+                row = monitor(model, done)
+                _append(metrics_path, dict(kind='eval', **row))
+                _write_status(out, 'running', done)
+                bar.set_postfix(loss=f'{loss.item():.3f}', acc=f'{row["task_acc"]:.2f}')
+                if plot is not None: plot.update(Run(out).metrics)
+                for cb in callbacks: cb(row, model=model) if _takes_model(cb) else cb(row)
+        _write_status(out, 'done', cfg.steps)
+    except BaseException as e:        # an error, a NaN loss, Ctrl-C: the run says so before the exception goes on
+        try: _write_status(out, 'failed', done, message=_failure(e, done, out))
+        except Exception: pass
+        raise
     return Run(out)
+
 
 # %% ../nbs/20_train.ipynb 28
 def curves_figure(metrics:pd.DataFrame|Run|dict, # a run's metrics, a Run, or {label: metrics}
@@ -514,7 +679,7 @@ class LivePlot:
             for tr, col in zip(self.fig.data, ['task_acc', 'pre_acc', 'lm_loss']):
                 tr.x, tr.y = metrics.step.tolist(), metrics[col].tolist()
 
-# %% ../nbs/20_train.ipynb 50
+# %% ../nbs/20_train.ipynb 54
 class FtlabCallback(TrainerCallback):
     "ftlab's evaluation, forgetting and snapshots for a HF `Trainer`: `Trainer(..., callbacks=[FtlabCallback(tok, 'sort')])`."
     def __init__(self, tok, task, out:str|Path|None=None, eval_every:int=50, save_every:int|None=None,

@@ -134,7 +134,8 @@ def test_intruders_bad_input(tmp_path):
     from ftlab.zoo import ZOO_DIR
     r = ftlab('intruders', 'llama', ZOO_DIR / 'llama', '--eps', '1.5', '--out', tmp_path / 'x.csv')
     assert r.returncode == 2 and 'eps=1.5 is outside (0, 1)' in r.stderr, r.stderr
-    r = ftlab('intruders', 'llama', '--adapter', tmp_path, '--out', tmp_path / 'x.csv')
+    (tmp_path / 'notadapter').mkdir()
+    r = ftlab('intruders', 'llama', '--adapter', tmp_path / 'notadapter', '--out', tmp_path / 'x.csv')
     assert r.returncode == 2 and 'not a peft adapter directory' in r.stderr, r.stderr
     assert not (tmp_path / 'x.csv').exists()
     r = ftlab('intruders', 'llama', ZOO_DIR / 'llama', '--k', '0', '--out', tmp_path / 'x.csv')
