@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np, pandas as pd, torch
 from .tasks import make_tokenizer, get_task, PRETRAIN_TASKS, HELD_OUT_TASKS, TASKS, stable_seed, OBJECTS, LABELS, pick_distinct
 from .evaluate import evaluate, evaluate_all, lm_loss
-from .core import ZOO_DIR, ZOO_NAMES
+from .core import ZOO_DIR, ZOO_NAMES, FtlabError, atomic_dir
 from .sources import load
 
 # %% auto 0
@@ -173,7 +173,11 @@ def pretrain(spec:ZooSpec, out:str|Path, # output HF model directory (written at
     "Pre-train zoo model `spec` into `out`; resumes from `out`.partial if a run was interrupted."
     from tqdm.auto import tqdm
     torch.set_num_threads(threads or min(2, os.cpu_count()))
-    out = Path(out); work = out.with_name(out.name + '.partial'); work.mkdir(parents=True, exist_ok=True)
+    out = Path(out)
+    if out.exists() and not (out / 'zoo_spec.json').exists():
+        raise FtlabError(f'{out} exists and is not a zoo model (no zoo_spec.json); pretrain replaces only zoo models it made. '
+                         'Choose another output directory.')
+    work = out.with_name(out.name + '.partial'); work.mkdir(parents=True, exist_ok=True)
     model, tok = build_model(spec.family, spec.seed, tied=spec.tied, **spec.sizes)
     if spec.answer_only: model.config.ftlab_answer_only = list(spec.answer_only)   # lm_loss scores as trained
     opt, sched = _optimizer(model, spec)
@@ -218,16 +222,15 @@ def pretrain(spec:ZooSpec, out:str|Path, # output HF model directory (written at
 
 # %% ../nbs/11_zoo.ipynb 18
 def _finish(model, tok, spec, work, out):
-    final = out.with_name(out.name + '.final')
-    shutil.rmtree(final, ignore_errors=True)
-    model.save_pretrained(final, safe_serialization=True); tok.save_pretrained(final)
-    shutil.copy(work / 'training_log.jsonl', final / 'training_log.jsonl')
-    (final / 'zoo_spec.json').write_text(json.dumps(asdict(spec), indent=1))
-    ev = evaluate_all(model, tok)
-    ev.to_csv(final / 'eval.csv', index=False)
-    (final / 'README.md').write_text(model_card(final, out.name))
-    if out.exists(): shutil.rmtree(out)
-    os.replace(final, out); shutil.rmtree(work)
+    def write(final):
+        model.save_pretrained(final, safe_serialization=True); tok.save_pretrained(final)
+        shutil.copy(work / 'training_log.jsonl', final / 'training_log.jsonl')
+        (final / 'zoo_spec.json').write_text(json.dumps(asdict(spec), indent=1))
+        ev = evaluate_all(model, tok)
+        ev.to_csv(final / 'eval.csv', index=False)
+        (final / 'README.md').write_text(model_card(final, out.name))
+    atomic_dir(out, write, overwrite=True)     # replaces the old zoo model only once the new one is complete
+    shutil.rmtree(work)
     return out
 
 def _loss_note(spec):
