@@ -103,7 +103,7 @@ def test_overwrite_and_no_partial_output(dirs, tmp_path):
     root, m0, ms = dirs
     out = tmp_path / 'o'
     merge(root / 'm0', [root / 'm1'], out=out)
-    with pytest.raises(FileExistsError, match='overwrite'): merge(root / 'm0', [root / 'm1'], out=out)
+    with pytest.raises(MergeError, match='exists; pass overwrite=True'): merge(root / 'm0', [root / 'm1'], out=out)
     merge(root / 'm0', [root / 'm1', root / 'm2'], 'ties', out=out, overwrite=True)
     assert json.loads((out / 'ftlab_merge.json').read_text())['method'] == 'ties'
     with pytest.raises(MergeError, match=r'\(0, 1\]'): merge(root / 'm0', [root / 'm1'], 'ties', density=0.0, out=tmp_path / 'bad')
