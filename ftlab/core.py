@@ -31,7 +31,7 @@ def check_number(value, name:str, # the value and the parameter it is given for
                  open_lo:bool=False, open_hi:bool=False, # exclude the bound itself
                  integer:bool=False, error=FtlabError) -> float|int:
     "`value` after checking it is a finite number (a whole one if `integer`) in the range; else `error` naming `name`, the value and the range."
-    rng = (f"{'(' if open_lo else '['}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{')' if open_hi else ']'}")
+    rng = (f"{'(' if open_lo or lo is None else '['}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{')' if open_hi or hi is None else ']'}")
     kind = 'a whole number' if integer else 'a number'
     if lo is None and hi is None: kind, rng = kind.replace('a ', 'a finite '), ''
     else: rng = ' in ' + rng

@@ -62,13 +62,13 @@ def refused(fn, fragment, out: Path, inputs):
 
 # 1. Validation before any side effect ------------------------------------------------------------------------------
 
-BAD = [('steps', 0, 'a whole number in [1, inf]'), ('steps', -1, '[1, inf]'), ('batch_size', 0, '[1, inf]'),
-       ('seq_len', 0, '[1, inf]'), ('n_train', 0, '[1, inf]'), ('n_eval', 0, '[1, inf]'),
-       ('eval_every', -1, 'a whole number in [0, inf]'), ('save_every', -1, '[0, inf]'), ('warmup', -1, '[0, inf]'),
-       ('r', 0, '[1, inf]'), ('lr', float('nan'), 'a number in (0, inf]'), ('lr', 0.0, '(0, inf]'), ('lr', -1e-3, '(0, inf]'),
-       ('lr', float('inf'), '(0, inf]'), ('dropout', 1.0, '[0, 1)'), ('dropout', -0.1, '[0, 1)'), ('density', 0.0, '(0, 1]'),
-       ('density', 1.5, '(0, 1]'), ('weight_decay', -1.0, '[0, inf]'), ('weight_decay', float('nan'), '[0, inf]'),
-       ('threads', 0, '[1, inf]'), ('steps', 2.5, 'a whole number'), ('lr', '1e-3', 'a number')]
+BAD = [('steps', 0, 'a whole number in [1, inf)'), ('steps', -1, '[1, inf)'), ('batch_size', 0, '[1, inf)'),
+       ('seq_len', 0, '[1, inf)'), ('n_train', 0, '[1, inf)'), ('n_eval', 0, '[1, inf)'),
+       ('eval_every', -1, 'a whole number in [0, inf)'), ('save_every', -1, '[0, inf)'), ('warmup', -1, '[0, inf)'),
+       ('r', 0, '[1, inf)'), ('lr', float('nan'), 'a number in (0, inf)'), ('lr', 0.0, '(0, inf)'), ('lr', -1e-3, '(0, inf)'),
+       ('lr', float('inf'), '(0, inf)'), ('dropout', 1.0, '[0, 1)'), ('dropout', -0.1, '[0, 1)'), ('density', 0.0, '(0, 1]'),
+       ('density', 1.5, '(0, 1]'), ('weight_decay', -1.0, '[0, inf)'), ('weight_decay', float('nan'), '[0, inf)'),
+       ('threads', 0, '[1, inf)'), ('steps', 2.5, 'a whole number'), ('lr', '1e-3', 'a number')]
 
 @pytest.mark.parametrize('field,value,rule', BAD, ids=[f'{f}={v}' for f, v, _ in BAD])
 def test_bad_setting_refused_before_any_side_effect(base, tmp_path, field, value, rule):
