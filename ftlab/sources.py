@@ -11,7 +11,7 @@ from .core import FtlabError, ZOO_DIR, ZOO_NAMES, read_json
 from .weights import Weights, LoraWeights, ModelPair, open_weights, weight_files
 
 # %% auto 0
-__all__ = ['pick_device', 'pick_dtype', 'model_dir', 'load', 'model_source', 'is_run', 'open_source', 'as_pair']
+__all__ = ['pick_device', 'pick_dtype', 'model_dir', 'model_ref', 'load', 'model_source', 'is_run', 'open_source', 'as_pair']
 
 # %% ../nbs/06_sources.ipynb 5
 def pick_device(device:str|torch.device='cpu') -> torch.device:
@@ -55,7 +55,13 @@ def model_dir(name:str|Path, # a zoo name, a local HF model directory, or a hub 
         raise FileNotFoundError(f"{name!r} is not a model directory nor a zoo name ({', '.join(ZOO_NAMES)}).")
     return None
 
-# %% ../nbs/06_sources.ipynb 13
+# %% ../nbs/06_sources.ipynb 12
+def model_ref(name) -> str:
+    "How ftlab records a model reference (a run's base, a merge's inputs): a zoo name or hub id as given, a local directory as its absolute path."
+    n = str(name)
+    return n if n in ZOO_NAMES or not Path(n).is_dir() else str(Path(n).resolve())
+
+# %% ../nbs/06_sources.ipynb 15
 _TOKENIZER_FILES = ('tokenizer.json', 'tokenizer.model', 'vocab.json', 'tokenizer_config.json', 'spiece.model')
 
 def load(name:str='llama', # a zoo name ('llama', 'gpt2'), a local HF model directory, or a hub id
@@ -81,7 +87,7 @@ def load(name:str='llama', # a zoo name ('llama', 'gpt2'), a local HF model dire
     if device_map is None: model = model.to(pick_device(device))
     return model.eval(), tok
 
-# %% ../nbs/06_sources.ipynb 16
+# %% ../nbs/06_sources.ipynb 18
 def model_source(name:str|Path, # a zoo name, local directory or hub id
                  dtype=torch.float32):
     "A local directory for zoo names and paths; else the loaded model (for hub ids)."
@@ -101,7 +107,7 @@ def open_source(x, # a `Run`, zoo name, model dir, nn.Module, dict, Weights, or 
     if isinstance(x, str) and not Path(x).exists(): return open_weights(model_source(x))
     return open_weights(x, allow_pickle=allow_pickle)
 
-# %% ../nbs/06_sources.ipynb 18
+# %% ../nbs/06_sources.ipynb 20
 def as_pair(pair, # a `ModelPair`, or (base, fine-tune): zoo names, dirs, modules, weights; a `Run` as the fine-tune
             adapter=None, # LoRA adapter dir: the fine-tune is the base + adapter
             allow_pickle:bool=False) -> ModelPair:

@@ -16,7 +16,7 @@ from .tasks import get_task, mixture_examples, PRETRAIN_TASKS, stable_seed
 from .evaluate import encode, evaluate, lm_loss, answer_token_mask
 from .weights import param_info, open_weights, family_of
 from .core import FtlabError, check_number, short, refuse_inside, write_atomic, pid_alive
-from .sources import load, model_source
+from .sources import load, model_source, model_ref
 from .zoo import lr_lambda   # warm-up, then cosine to 10% (shared with pre-training)
 
 # %% auto 0
@@ -406,6 +406,10 @@ def _check_mask(mask, model):
     return {n: v.bool() for n, v in mask.items()}
 
 # %% ../nbs/20_train.ipynb 25
+def _trained_state(model) -> dict:
+    "The tensors a run's state.pt keeps: the trained parameters only (the frozen base is in the checkpoint's base)."
+    return {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+
 def _plan(cfg, out, overwrite, resume) -> tuple[bool, bool]:
     "(resuming, replace) for run directory `out`, or the refusal; nothing on disk changes here."
     out = Path(out)
@@ -419,7 +423,7 @@ def _plan(cfg, out, overwrite, resume) -> tuple[bool, bool]:
                 raise FtlabError(f'Cannot resume {out}: {cp} is damaged ({_clip(str(old), 120)}). Restore the file, or pass '
                                  'overwrite=True (without resume) to train the run again from the start.')
             new = json.loads(json.dumps(asdict(cfg), default=str))
-            diff = {k: (old.get(k), v) for k, v in new.items() if old.get(k) != v}
+            diff = {k: (old.get(k), v) for k, v in new.items() if old.get(k) != v and not (k == 'base' and model_ref(old.get(k)) == v)}
             if diff: raise FtlabError(f'Cannot resume {out}: its config differs in {short(diff, 400)} (saved, requested).')
             return (out / 'state.pt').exists(), False
         if not overwrite:
@@ -452,7 +456,9 @@ def _load_state(path) -> dict:
 def _restore(st, path, model, opt, sched):
     "Load state `st` (read from `path`) into model, optimiser and scheduler: (step, tokens, train_seconds)."
     try:
-        model.load_state_dict(st['model']); opt.load_state_dict(st['opt']); sched.load_state_dict(st['sched'])
+        missing = sorted(set(_trained_state(model)) - set(st['model']))
+        if missing: raise KeyError(f'trained parameters missing: {missing[:3]}')
+        model.load_state_dict(st['model'], strict=False); opt.load_state_dict(st['opt']); sched.load_state_dict(st['sched'])
         torch.set_rng_state(st['rng'])
     except Exception as e:
         raise _state_error(path, f'not the state of this run ({type(e).__name__}: {_clip(str(e), 160)})') from e
@@ -532,7 +538,7 @@ def finetune(base='llama', # zoo name, local HF model directory or hub id (recor
     tsk = get_task(task)
     if isinstance(mask, (str, Path)): kw['mask'] = str(mask)
     elif mask is not None: kw['mask'] = 'mask.safetensors'
-    cfg = TrainConfig(base=str(base), task=tsk.name, method=method, **kw)      # every setting is checked here
+    cfg = TrainConfig(base=model_ref(base), task=tsk.name, method=method, **kw)   # every setting is checked here
     out = Path(out or Path('runs') / f'{cfg.task}-{cfg.method}')
     refuse_inside(out, [cfg.base] + ([cfg.mask] if cfg.mask != 'grad' else []), 'run')
     # Everything that can refuse the run is checked before the run directory is made or replaced.
@@ -618,7 +624,7 @@ def finetune(base='llama', # zoo name, local HF model directory or hub id (recor
                 bar.set_postfix(loss=f'{loss.item():.3f}')
             if (cfg.save_every and done % cfg.save_every == 0) or done == cfg.steps:
                 save_checkpoint(model, tok, out, done)
-                torch.save(dict(model=model.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(),
+                torch.save(dict(model=_trained_state(model), opt=opt.state_dict(), sched=sched.state_dict(),
                                 rng=torch.get_rng_state(), step=done, tokens=tokens, train_seconds=t_train), out / 'state.tmp')
                 os.replace(out / 'state.tmp', out / 'state.pt')
                 _write_status(out, 'running', done)
@@ -637,7 +643,7 @@ def finetune(base='llama', # zoo name, local HF model directory or hub id (recor
     return Run(out)
 
 
-# %% ../nbs/20_train.ipynb 28
+# %% ../nbs/20_train.ipynb 30
 def curves_figure(metrics:pd.DataFrame|Run|dict, # a run's metrics, a Run, or {label: metrics}
                   title:str='Learning and forgetting') -> go.Figure:
     "Target accuracy (solid), mean pre-training-task accuracy (dotted) and pre-training LM loss per step, a colour per run."
@@ -679,7 +685,7 @@ class LivePlot:
             for tr, col in zip(self.fig.data, ['task_acc', 'pre_acc', 'lm_loss']):
                 tr.x, tr.y = metrics.step.tolist(), metrics[col].tolist()
 
-# %% ../nbs/20_train.ipynb 54
+# %% ../nbs/20_train.ipynb 56
 class FtlabCallback(TrainerCallback):
     "ftlab's evaluation, forgetting and snapshots for a HF `Trainer`: `Trainer(..., callbacks=[FtlabCallback(tok, 'sort')])`."
     def __init__(self, tok, task, out:str|Path|None=None, eval_every:int=50, save_every:int|None=None,
