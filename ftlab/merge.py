@@ -611,6 +611,13 @@ def merge(base, # base: model dir, zoo name, nn.Module, dict, Run, Weights (None
             (d / 'model.safetensors.index.json').write_text(json.dumps(dict(
                 metadata=dict(total_size=total), weight_map={n: f for f, sh in zip(files, shards) for n, _, _ in sh}), indent=2))
         copy_model_files(next(reversed(input_dirs(ref)), None), d, config)   # the base's (or first model's) config and tokenizer
+        floats = {s[2] for s in specs if s[2].is_floating_point}
+        if len(floats) == 1 and (d / 'config.json').exists():          # the config states the dtype the weights have
+            cfg = read_json(d / 'config.json', 'model config', MergeError)
+            name = str(next(iter(floats))).removeprefix('torch.')
+            if cfg.get('dtype', cfg.get('torch_dtype')) != name:
+                cfg.update(dtype=name, **({'torch_dtype': name} if 'torch_dtype' in cfg else {}))
+                (d / 'config.json').write_text(json.dumps(cfg, indent=2, sort_keys=True) + '\n')
         (d / 'ftlab_merge.json').write_text(json.dumps(record, indent=1, default=str))
     return atomic_dir(out, write, overwrite)
 
