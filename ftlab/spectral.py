@@ -99,9 +99,11 @@ def base_svd(W:torch.Tensor, # float32 [m, n]
 class SVDCache:
     "Thin SVDs (U, S) of float32 matrices keyed by content: in memory (up to `max_bytes`) and on disk."
     def __init__(self, path:str|Path|bool|None=None, # directory; None: `cache_dir()/'svd'`; False: memory only
-                 max_bytes:int=2**30):
+                 max_bytes:int=2**30, # memory bound
+                 max_disk_bytes:int|None=4 * 2**30): # disk bound: the least recently used entries are removed beyond it (None: no bound)
         self.path = None if path is False else Path(path) if path not in (None, True) else cache_dir() / 'svd'
         self.mem, self.max_bytes, self.hits, self.misses = OrderedDict(), max_bytes, 0, 0
+        self.max_disk_bytes = max_disk_bytes
         self.grams = {}       # key → float32 Gram matrix of the bases decomposed here (memory only; see `top_svd`)
         self.lock = threading.Lock()   # `intruders` reads it from worker threads
     def _remember(self, key, v):
@@ -122,6 +124,9 @@ class SVDCache:
         G = None
         v = self._load(f, W.shape) if f is not None and f.exists() else None
         hit = v is not None
+        if hit:
+            try: os.utime(f)                      # recently used: the disk bound removes the oldest entries first
+            except OSError: pass
         if not hit:
             U, S, G = base_svd(W, gram=True)
             v = (U, S)
@@ -130,6 +135,7 @@ class SVDCache:
                 f.parent.mkdir(parents=True, exist_ok=True)
                 tmp = f.with_name(f'{f.stem}.{os.getpid()}.{threading.get_ident()}.tmp')
                 save_file({'U': U.contiguous(), 'S': S.contiguous()}, tmp); os.replace(tmp, f)
+                self.trim()
         with self.lock:
             if hit: self.hits += 1
             else: self.misses += 1; self.grams[key] = G
@@ -147,6 +153,18 @@ class SVDCache:
         except Exception as e:
             warnings.warn(f'SVD cache entry {f} is unreadable ({type(e).__name__}: {e}); recomputing and rewriting it.')
             return None
+    def trim(self) -> int:
+        "Remove the least recently used disk entries until the cache fits `max_disk_bytes`; the bytes removed."
+        if self.path is None or self.max_disk_bytes is None or not self.path.is_dir(): return 0
+        files = []
+        for f in self.path.glob('*.safetensors'):
+            try: s = f.stat(); files.append((s.st_mtime, s.st_size, f))
+            except FileNotFoundError: pass                 # removed by another process meanwhile
+        total, freed = sum(s for _, s, _ in files), 0
+        for _, s, f in sorted(files, key=lambda x: x[0]):
+            if total - freed <= self.max_disk_bytes: break
+            f.unlink(missing_ok=True); freed += s
+        return freed
     def __repr__(self): return f'SVDCache({self.path or "memory"}, {len(self.mem)} in memory, {self.hits} hits, {self.misses} misses)'
 
 # %% ../nbs/21_spectral.ipynb 14
