@@ -4,7 +4,7 @@
 
 # %% ../nbs/22_merge.ipynb 1
 from __future__ import annotations
-import copy, functools, hashlib, inspect, json, math, os, shutil
+import copy, functools, hashlib, inspect, json, math, os, shutil, warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -565,6 +565,13 @@ def merge(base, # base: model dir, zoo name, nn.Module, dict, Run, Weights (None
     full = {**m.params, **params}
     stats = m.prepare(bw, srcs, w, names, ctxs, full) if m.prepare else {}
     scratch = {}                                # per-merge buffers (TensorCtx.scratch), freed when merge returns
+    swamped = []                                # tensors whose update the output dtype's rounding swamps
+    lowering = odt is not None and bw is not None and any(_EPS_OF.get(odt, 0) > _EPS_OF.get(bw.dtype(n) if hasattr(bw, 'dtype') else torch.float32, 0)
+                                                           for n in names[:1])
+    def warn_swamped():
+        if swamped: warnings.warn(f'merge: in {len(swamped)} of {len(names)} tensors (e.g. {swamped[0]}) the update is smaller than '
+                                  f'{odt} rounding of the weights, so the {odt} merge keeps little of it and ranks of its ΔW count '
+                                  'rounding noise. Merge in float32 to keep it.', stacklevel=3)
     def compute(n):
         b = bw[n] if bw is not None else None
         ts = [s[n] for s in srcs]
@@ -574,12 +581,16 @@ def merge(base, # base: model dir, zoo name, nn.Module, dict, Run, Weights (None
         if m.random: c.generator = torch.Generator().manual_seed(tensor_seed(seed, n))
         if not all(_finite(t) for t in ([b] if b is not None else []) + ts):   # a damaged input, even where a method trims it away
             raise MergeError(_nonfinite(n, None, b, ts, like.dtype))
-        r = m.fn(b, ts, w, ctx=c, **params).to(odt or like.dtype)
+        r = m.fn(b, ts, w, ctx=c, **params)
+        if lowering and b is not None and (r.float() - b.float()).norm() < _EPS_OF[odt] / math.sqrt(12) * b.float().norm():
+            swamped.append(n)          # the update is smaller than the output dtype's rounding of the weights
+        r = r.to(odt or like.dtype)
         if not _finite(r): raise MergeError(_nonfinite(n, r, b, ts, odt or like.dtype))
         return r
     if out is None:
         from tqdm.auto import tqdm
-        return {n: compute(n) for n in tqdm(names, desc=f'merge ({method})', disable=not progress)}
+        res = {n: compute(n) for n in tqdm(names, desc=f'merge ({method})', disable=not progress)}
+        warn_swamped(); return res
     out = guard_output(Path(out).resolve(), sum([input_dirs(s) for s in srcs + ([bw] if bw is not None else [])], []), overwrite,
                        'merged model', MergeError)
     shapes = ref.shapes
@@ -619,7 +630,10 @@ def merge(base, # base: model dir, zoo name, nn.Module, dict, Run, Weights (None
                 cfg.update(dtype=name, **({'torch_dtype': name} if 'torch_dtype' in cfg else {}))
                 (d / 'config.json').write_text(json.dumps(cfg, indent=2, sort_keys=True) + '\n')
         (d / 'ftlab_merge.json').write_text(json.dumps(record, indent=1, default=str))
-    return atomic_dir(out, write, overwrite)
+    res = atomic_dir(out, write, overwrite)
+    warn_swamped(); return res
+
+_EPS_OF = {torch.bfloat16: 2.0 ** -7, torch.float16: 2.0 ** -10, torch.float32: 2.0 ** -23, torch.float64: 2.0 ** -52}
 
 def _finite(t) -> bool:
     "Whether every entry of `t` is finite: one summing pass (NaN/inf make the sum non-finite), checked entry by entry only if it is not."
@@ -819,7 +833,7 @@ class MergeStudy:
             for i, line in enumerate(self.cache_path.read_text().splitlines()):
                 try: r = json.loads(line); self._cache[r['key']] = r['rows']
                 except (json.JSONDecodeError, KeyError, TypeError):   # a damaged line (a killed writer): re-evaluated when asked
-                    import warnings; warnings.warn(f'{self.cache_path}, line {i + 1}: not a cache record; skipped.')
+                    warnings.warn(f'{self.cache_path}, line {i + 1}: not a cache record; skipped.')
     def _eval_state(self, state:dict) -> list[dict]:
         from ftlab.evaluate import evaluate, lm_loss
         missing = self._live.load_state_dict(state, strict=False).missing_keys

@@ -21,8 +21,8 @@ from .weights import ModelPair, LoraWeights, open_weights, param_info, family_of
 # %% auto 0
 __all__ = ['MATRIX_KINDS', 'block_matrices', 'as_linear', 'content_key', 'base_svd', 'SVDCache', 'top_svd', 'Intruders',
            'intruders', 'intruders_reference', 'cos_heatmap', 'eps_figure', 'energy_rank', 'powerlaw_alpha',
-           'spectral_stats', 'delta_rank', 'scale_intruders', 'live_weights', 'IntruderTracker', 'history_figure',
-           'layer_figure', 'intruder_widget']
+           'spectral_stats', 'rounding_share', 'delta_rank', 'scale_intruders', 'live_weights', 'IntruderTracker',
+           'history_figure', 'layer_figure', 'intruder_widget']
 
 # %% ../nbs/21_spectral.ipynb 6
 MATRIX_KINDS = ('q', 'k', 'v', 'o', 'qkv', 'gate', 'up', 'down')
@@ -512,6 +512,17 @@ def spectral_stats(w:Mapping, config=None, kinds=MATRIX_KINDS, layers=None,
         rows.append(dict(key, problem=problem) if problem else dict(key, **_stats(cache.get(W)[1], alpha), problem=None))
     return _problems(rows, 'spectral_stats', ['layer', 'module', 'name', 'module_name', *_STATS, *(['alpha'] if alpha else []), 'problem'])
 
+_EPS = {torch.bfloat16: 2.0 ** -7, torch.float16: 2.0 ** -10}   # machine epsilon of the half-precision dtypes
+
+def rounding_share(pair:ModelPair, name:str, S0:torch.Tensor, Sd:torch.Tensor) -> float:
+    """Estimated norm of the storage rounding in ΔW = Wt − W0, over ‖ΔW‖: each half-precision side adds noise of
+    about ε/√12·‖W‖ (ε its machine epsilon); 0 for float32 and wider, and for an adapter (ΔW = BA exactly)."""
+    if isinstance(pair.ft, LoraWeights): return 0.0
+    eps = [_EPS.get(w.dtype(name) if hasattr(w, 'dtype') else w[name].dtype, 0.0) for w in (pair.base, pair.ft)]
+    if not any(eps): return 0.0
+    nd = float(Sd.norm())
+    return math.hypot(*eps) / math.sqrt(12) * float(S0.norm()) / nd if nd > 0 else math.inf
+
 def delta_rank(pair, energy:float=0.9, adapter=None, kinds=MATRIX_KINDS, layers=None,
                cache:SVDCache|str|Path|bool|None=None, seed:int=0, progress:bool=True) -> pd.DataFrame:
     "Per block matrix: the 90%-energy rank of ΔW, of W0 and of a same-shape Gaussian; ‖ΔW‖ and ‖ΔW‖/‖W0‖."
@@ -525,12 +536,20 @@ def delta_rank(pair, energy:float=0.9, adapter=None, kinds=MATRIX_KINDS, layers=
         key = dict(layer=m.layer, module=m.module, name=m.name, shape=m.shape)
         if problem := _nonfinite(base=W0, fine_tune=Wt): rows.append(dict(key, problem=problem)); continue
         S0, Sd = cache.get(W0)[1], torch.linalg.svdvals(Wt - W0)
+        rnd = rounding_share(pair, m.name, S0, Sd)
         if m.shape not in gauss:
             gauss[m.shape] = energy_rank(torch.linalg.svdvals(torch.randn(*m.shape, generator=torch.Generator().manual_seed(seed))), energy)
         rows.append(dict(key, rank_delta=energy_rank(Sd, energy), rank_base=energy_rank(S0, energy), rank_gauss=gauss[m.shape],
-                         fro_delta=float(Sd.norm()), spectral_delta=float(Sd[0]), rel_update=float(Sd.norm() / S0.norm()), problem=None))
-    return _problems(rows, 'delta_rank', ['layer', 'module', 'name', 'shape', 'rank_delta', 'rank_base', 'rank_gauss',
-                                          'fro_delta', 'spectral_delta', 'rel_update', 'problem'])
+                         fro_delta=float(Sd.norm()), spectral_delta=float(Sd[0]), rel_update=float(Sd.norm() / S0.norm()),
+                         rounding=rnd, problem=None))
+    df = _problems(rows, 'delta_rank', ['layer', 'module', 'name', 'shape', 'rank_delta', 'rank_base', 'rank_gauss',
+                                        'fro_delta', 'spectral_delta', 'rel_update', 'rounding', 'problem'])
+    noisy = df[df.rounding > 0.1] if len(df) else df
+    if len(noisy):
+        warnings.warn(f'delta_rank: in {len(noisy)} of {len(df)} matrices the rounding of the stored weights is at least 10% of ‖ΔW‖ '
+                      f'(up to {noisy.rounding.max():.2g}×; column `rounding`), so rank_delta counts rounding noise. '
+                      'Compare float32 checkpoints (or merge and save in float32).', stacklevel=2)
+    return df
 
 # %% ../nbs/21_spectral.ipynb 43
 def scale_intruders(pair, lam:float=0.75, # new singular value of each intruder: λσ
