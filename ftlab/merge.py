@@ -582,7 +582,7 @@ def merge(base, # base: model dir, zoo name, nn.Module, dict, Run, Weights (None
         if not all(_finite(t) for t in ([b] if b is not None else []) + ts):   # a damaged input, even where a method trims it away
             raise MergeError(_nonfinite(n, None, b, ts, like.dtype))
         r = m.fn(b, ts, w, ctx=c, **params)
-        if lowering and b is not None and (r.float() - b.float()).norm() < _EPS_OF[odt] / math.sqrt(12) * b.float().norm():
+        if lowering and b is not None and 0 < (r.float() - b.float()).norm() < _EPS_OF[odt] / math.sqrt(12) * b.float().norm():
             swamped.append(n)          # the update is smaller than the output dtype's rounding of the weights
         r = r.to(odt or like.dtype)
         if not _finite(r): raise MergeError(_nonfinite(n, r, b, ts, odt or like.dtype))

@@ -521,7 +521,7 @@ def rounding_share(pair:ModelPair, name:str, S0:torch.Tensor, Sd:torch.Tensor) -
     eps = [_EPS.get(w.dtype(name) if hasattr(w, 'dtype') else w[name].dtype, 0.0) for w in (pair.base, pair.ft)]
     if not any(eps): return 0.0
     nd = float(Sd.norm())
-    return math.hypot(*eps) / math.sqrt(12) * float(S0.norm()) / nd if nd > 0 else math.inf
+    return math.hypot(*eps) / math.sqrt(12) * float(S0.norm()) / nd if nd > 0 else 0.0   # no update: no noise in it either
 
 def delta_rank(pair, energy:float=0.9, adapter=None, kinds=MATRIX_KINDS, layers=None,
                cache:SVDCache|str|Path|bool|None=None, seed:int=0, progress:bool=True) -> pd.DataFrame:
