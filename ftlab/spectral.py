@@ -21,8 +21,8 @@ from .weights import ModelPair, LoraWeights, open_weights, param_info, family_of
 # %% auto 0
 __all__ = ['MATRIX_KINDS', 'block_matrices', 'as_linear', 'content_key', 'base_svd', 'SVDCache', 'top_svd', 'Intruders',
            'intruders', 'intruders_reference', 'cos_heatmap', 'eps_figure', 'energy_rank', 'powerlaw_alpha',
-           'spectral_stats', 'rounding_share', 'delta_rank', 'scale_intruders', 'live_weights', 'IntruderTracker',
-           'history_figure', 'layer_figure', 'intruder_widget']
+           'spectral_stats', 'singular_values', 'rounding_share', 'delta_rank', 'scale_intruders', 'live_weights',
+           'IntruderTracker', 'history_figure', 'layer_figure', 'intruder_widget']
 
 # %% ../nbs/21_spectral.ipynb 6
 MATRIX_KINDS = ('q', 'k', 'v', 'o', 'qkv', 'gate', 'up', 'down')
@@ -153,6 +153,26 @@ class SVDCache:
         except Exception as e:
             warnings.warn(f'SVD cache entry {f} is unreadable ({type(e).__name__}: {e}); recomputing and rewriting it.')
             return None
+    def values(self, W:torch.Tensor) -> torch.Tensor:
+        "Singular values of `W` (float32, descending): from a cached (U, S) or values entry, else computed (`singular_values`) and cached."
+        key = content_key(W)
+        with self.lock:
+            if key in self.mem: self.hits += 1; return self.mem[key][1]
+        for f, name in ((self.path / f'{key}.safetensors', 'S'), (self.path / f'{key}.values.safetensors', 'S')) if self.path else ():
+            if f.exists():
+                try:
+                    from safetensors import safe_open
+                    with safe_open(str(f), 'pt') as h: S = h.get_tensor(name)
+                    if S.shape == (min(W.shape),):
+                        self.hits += 1; return S
+                except Exception: pass                         # unreadable: recomputed below
+        S = singular_values(W); self.misses += 1
+        if self.path is not None:
+            from safetensors.torch import save_file
+            f = self.path / f'{key}.values.safetensors'; f.parent.mkdir(parents=True, exist_ok=True)
+            tmp = f.with_name(f'{f.stem}.{os.getpid()}.{threading.get_ident()}.tmp')
+            save_file({'S': S.contiguous()}, tmp); os.replace(tmp, f)
+        return S
     def trim(self) -> int:
         "Remove the least recently used disk entries until the cache fits `max_disk_bytes`; the bytes removed."
         if self.path is None or self.max_disk_bytes is None or not self.path.is_dir(): return 0
@@ -514,6 +534,13 @@ def spectral_stats(w:Mapping, config=None, kinds=MATRIX_KINDS, layers=None,
 
 _EPS = {torch.bfloat16: 2.0 ** -7, torch.float16: 2.0 ** -10}   # machine epsilon of the half-precision dtypes
 
+def singular_values(W:torch.Tensor) -> torch.Tensor:
+    """Singular values of `W` (descending, float32) from the eigenvalues of its float64 Gram matrix: 2-3× faster than
+    `torch.linalg.svdvals` on CPU, each within about 1e-8·σ₁ of it (float64 rounding of σ²), so energy ranks agree."""
+    X = W.double()
+    G = X.T @ X if X.shape[0] >= X.shape[1] else X @ X.T
+    return torch.linalg.eigvalsh(G).flip(0).clamp_(min=0).sqrt_().float()
+
 def rounding_share(pair:ModelPair, name:str, S0:torch.Tensor, Sd:torch.Tensor) -> float:
     """Estimated norm of the storage rounding in ΔW = Wt − W0, over ‖ΔW‖: each half-precision side adds noise of
     about ε/√12·‖W‖ (ε its machine epsilon); 0 for float32 and wider, and for an adapter (ΔW = BA exactly)."""
@@ -535,7 +562,9 @@ def delta_rank(pair, energy:float=0.9, adapter=None, kinds=MATRIX_KINDS, layers=
         W0, Wt = as_linear(m.name, pair.base.view(m.name), config), as_linear(m.name, pair.ft.view(m.name), config)
         key = dict(layer=m.layer, module=m.module, name=m.name, shape=m.shape)
         if problem := _nonfinite(base=W0, fine_tune=Wt): rows.append(dict(key, problem=problem)); continue
-        S0, Sd = cache.get(W0)[1], torch.linalg.svdvals(Wt - W0)
+        D = Wt - W0
+        S0 = cache.values(W0)                  # σ of W0 only: no U to compute (cached, a few KB per matrix)
+        Sd = singular_values(D) if D.any() else D.new_zeros(min(D.shape))
         rnd = rounding_share(pair, m.name, S0, Sd)
         if m.shape not in gauss:
             gauss[m.shape] = energy_rank(torch.linalg.svdvals(torch.randn(*m.shape, generator=torch.Generator().manual_seed(seed))), energy)
