@@ -37,7 +37,7 @@ def check_number(value, name:str, # the value and the parameter it is given for
     else: rng = ' in ' + rng
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) or (hasattr(value, 'item') and getattr(value, 'ndim', 1) == 0)
     if ok: value = value.item() if hasattr(value, 'item') else value
-    if not ok or (integer and float(value) != int(value)) or not math.isfinite(value):
+    if not ok or not math.isfinite(value) or (integer and float(value) != int(value)):   # finite first: int(inf) raises
         raise error(f'{name}={short(value)}: expected {kind}{rng}.')
     if (lo is not None and (value < lo or open_lo and value == lo)) or (hi is not None and (value > hi or open_hi and value == hi)):
         raise error(f'{name}={short(value)} is out of range: expected {kind}{rng}.')
