@@ -85,8 +85,9 @@ def sweep_temporaries(out:str|Path) -> list[Path]:
             continue
         if p.is_dir() and not p.name.startswith('.'):
             if not (p / PARTIAL).exists(): continue          # not ours: leave it
-            mark = json.loads((p / PARTIAL).read_text() or '{}')
-            if mark.get('host', socket.gethostname()) != socket.gethostname(): continue
+            try: host = json.loads((p / PARTIAL).read_text()).get('host')
+            except (OSError, ValueError, AttributeError): host = None      # a marker cut short by the kill: this host's
+            if host not in (None, socket.gethostname()): continue
         shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
         removed.append(p)
     if removed: warnings.warn(f"Removed {len(removed)} temporary file(s) left by killed ftlab writers: {', '.join(p.name for p in removed)}.")

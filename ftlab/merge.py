@@ -566,8 +566,6 @@ def merge(base, # base: model dir, zoo name, nn.Module, dict, Run, Weights (None
     stats = m.prepare(bw, srcs, w, names, ctxs, full) if m.prepare else {}
     scratch = {}                                # per-merge buffers (TensorCtx.scratch), freed when merge returns
     swamped = []                                # tensors whose update the output dtype's rounding swamps
-    lowering = odt is not None and bw is not None and any(_EPS_OF.get(odt, 0) > _EPS_OF.get(bw.dtype(n) if hasattr(bw, 'dtype') else torch.float32, 0)
-                                                           for n in names[:1])
     def warn_swamped():
         if swamped: warnings.warn(f'merge: in {len(swamped)} of {len(names)} tensors (e.g. {swamped[0]}) the update is smaller than '
                                   f'{odt} rounding of the weights, so the {odt} merge keeps little of it and ranks of its ΔW count '
@@ -582,7 +580,8 @@ def merge(base, # base: model dir, zoo name, nn.Module, dict, Run, Weights (None
         if not all(_finite(t) for t in ([b] if b is not None else []) + ts):   # a damaged input, even where a method trims it away
             raise MergeError(_nonfinite(n, None, b, ts, like.dtype))
         r = m.fn(b, ts, w, ctx=c, **params)
-        if lowering and b is not None and 0 < (r.float() - b.float()).norm() < _EPS_OF[odt] / math.sqrt(12) * b.float().norm():
+        if odt is not None and b is not None and torch.finfo(odt).eps > torch.finfo(b.dtype).eps \
+           and 0 < (r.float() - b.float()).norm() < torch.finfo(odt).eps / math.sqrt(12) * b.float().norm():
             swamped.append(n)          # the update is smaller than the output dtype's rounding of the weights
         r = r.to(odt or like.dtype)
         if not _finite(r): raise MergeError(_nonfinite(n, r, b, ts, odt or like.dtype))
@@ -632,8 +631,6 @@ def merge(base, # base: model dir, zoo name, nn.Module, dict, Run, Weights (None
         (d / 'ftlab_merge.json').write_text(json.dumps(record, indent=1, default=str))
     res = atomic_dir(out, write, overwrite)
     warn_swamped(); return res
-
-_EPS_OF = {torch.bfloat16: 2.0 ** -7, torch.float16: 2.0 ** -10, torch.float32: 2.0 ** -23, torch.float64: 2.0 ** -52}
 
 def _finite(t) -> bool:
     "Whether every entry of `t` is finite: one summing pass (NaN/inf make the sum non-finite), checked entry by entry only if it is not."

@@ -532,8 +532,6 @@ def spectral_stats(w:Mapping, config=None, kinds=MATRIX_KINDS, layers=None,
         rows.append(dict(key, problem=problem) if problem else dict(key, **_stats(cache.get(W)[1], alpha), problem=None))
     return _problems(rows, 'spectral_stats', ['layer', 'module', 'name', 'module_name', *_STATS, *(['alpha'] if alpha else []), 'problem'])
 
-_EPS = {torch.bfloat16: 2.0 ** -7, torch.float16: 2.0 ** -10}   # machine epsilon of the half-precision dtypes
-
 def singular_values(W:torch.Tensor) -> torch.Tensor:
     """Singular values of `W` (descending, float32) from the eigenvalues of its float64 Gram matrix: 2-3× faster than
     `torch.linalg.svdvals` on CPU, each within about 1e-8·σ₁ of it (float64 rounding of σ²), so energy ranks agree."""
@@ -545,7 +543,8 @@ def rounding_share(pair:ModelPair, name:str, S0:torch.Tensor, Sd:torch.Tensor) -
     """Estimated norm of the storage rounding in ΔW = Wt − W0, over ‖ΔW‖: each half-precision side adds noise of
     about ε/√12·‖W‖ (ε its machine epsilon); 0 for float32 and wider, and for an adapter (ΔW = BA exactly)."""
     if isinstance(pair.ft, LoraWeights): return 0.0
-    eps = [_EPS.get(w.dtype(name) if hasattr(w, 'dtype') else w[name].dtype, 0.0) for w in (pair.base, pair.ft)]
+    dts = [w.dtype(name) if hasattr(w, 'dtype') else w[name].dtype for w in (pair.base, pair.ft)]
+    eps = [torch.finfo(dt).eps if dt.is_floating_point and dt.itemsize == 2 else 0.0 for dt in dts]   # half precision only
     if not any(eps): return 0.0
     nd = float(Sd.norm())
     return math.hypot(*eps) / math.sqrt(12) * float(S0.norm()) / nd if nd > 0 else 0.0   # no update: no noise in it either
