@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 export PYTHONHASHSEED ?= 0
 
-.PHONY: setup demo test test-all docs zoo smollm2 bench clean
+.PHONY: setup demo test test-all docs zoo smollm2 bench lab clean
 
 setup: $(VENV)/.installed
 
@@ -15,27 +15,28 @@ $(VENV)/.installed: settings.ini setup.py constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt pip setuptools wheel
 	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt torch==2.13.0
-	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt --no-build-isolation -e '.[dev]'
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt --no-build-isolation -e '.[dev,lab]'
 	@touch $@
 
 demo: setup
 	$(BIN)/ftlab demo --model llama --out reports/demo
 
 # Default suite (< 15 min on 2 cores): notebooks in sync with ftlab/ and clean (tests/test_project.py),
-# every notebook run by nbdev_test (cells flagged `#| slow` skipped), then pytest tests/.
+# every notebook run by nbdev_test (cells flagged `#| slow` skipped; the getting-started tutorial is run by
+# tests/test_browser.py instead, in JupyterLab and headless Chromium), then pytest tests/.
 test: export HF_HUB_OFFLINE = 1
 # Two notebook workers with one torch thread each.
 test: export OMP_NUM_THREADS = 1
 test: setup
-	$(BIN)/nbdev_test --n_workers 2
+	$(BIN)/nbdev_test --n_workers 2 --skip_file_re '^([_.]|getting_started)'
 	$(PY) -m pytest -q tests
 
 # Full suite: also the `#| slow` cells (longer training and studies).
 test-all: export HF_HUB_OFFLINE = 1
 test-all: export OMP_NUM_THREADS = 1
 test-all: setup smollm2
-	$(BIN)/nbdev_test --n_workers 2 --flags slow
-	$(PY) -m pytest -q tests
+	$(BIN)/nbdev_test --n_workers 2 --flags slow --skip_file_re '^([_.]|getting_started)'
+	$(PY) -m pytest -q --runslow tests
 
 # Docs: nbdev_docs (Quarto) where Quarto is installed, else nbconvert renders the processed notebooks.
 # README.md is generated from nbs/index.ipynb in both cases.
@@ -60,6 +61,13 @@ bench: setup
 	$(PY) bench/spectral.py
 	$(PY) bench/merge.py
 	$(PY) bench/patching.py
+	$(PY) bench/widgets.py
+
+# JupyterLab at the getting-started notebook (not one of the two set-up commands; Ctrl-C stops it).
+# LAB_ARGS passes more options, e.g. make lab LAB_ARGS='--ip=0.0.0.0 --no-browser'.
+LAB_ARGS ?=
+lab: setup
+	$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS) nbs/tutorials/getting_started.ipynb
 
 clean:
 	rm -rf _proc _docs _site reports .pytest_cache

@@ -18,6 +18,7 @@ py_versions = '3.10 3.11 3.12 3.13'.split()
 requirements = shlex.split(cfg.get('requirements', ''))
 dev_requirements = shlex.split(cfg.get('dev_requirements', ''))
 real_requirements = shlex.split(cfg.get('real_requirements', ''))   # building real pretrained models from GGUF (make smollm2)
+lab_requirements = shlex.split(cfg.get('lab_requirements', ''))     # JupyterLab, where ftlab's widgets live (make lab)
 lic = licenses.get(cfg['license'].lower(), (cfg['license'], None))
 min_python = cfg['min_python']
 lic_cls = ['License :: ' + lic[1]] if lic[1] else []
@@ -35,7 +36,7 @@ setuptools.setup(
     package_data={'ftlab': ['zoo_models/*/*']},
     exclude_package_data={'ftlab': ['zoo_models/*.partial/*', 'zoo_models/*.final/*']},
     install_requires=requirements,
-    extras_require={'dev': dev_requirements, 'real': real_requirements},
+    extras_require={'dev': dev_requirements, 'real': real_requirements, 'lab': lab_requirements},
     python_requires='>=' + cfg['min_python'],
     long_description=open('README.md', encoding='utf-8').read() if __import__('os').path.exists('README.md') else '',
     long_description_content_type='text/markdown',

@@ -10,9 +10,9 @@ import torch
 import ftlab
 
 # %% auto 0
-__all__ = ['ZOO_DIR', 'ZOO_NAMES', 'PARTIAL', 'FtlabError', 'short', 'check_number', 'cache_dir', 'pid_alive',
-           'sweep_temporaries', 'write_atomic', 'atomic_dir', 'refuse_inside', 'guard_output', 'SafetensorsWriter',
-           'save_safetensors', 'copy_model_files', 'read_yaml', 'read_json']
+__all__ = ['HF_NOISE', 'ZOO_DIR', 'ZOO_NAMES', 'PARTIAL', 'FtlabError', 'short', 'check_number', 'quiet_hf', 'cache_dir',
+           'pid_alive', 'sweep_temporaries', 'write_atomic', 'atomic_dir', 'refuse_inside', 'guard_output',
+           'SafetensorsWriter', 'save_safetensors', 'copy_model_files', 'read_yaml', 'read_json']
 
 # %% ../nbs/00_core.ipynb 5
 class FtlabError(ValueError):
@@ -44,6 +44,24 @@ def check_number(value, name:str, # the value and the parameter it is given for
     return int(value) if integer else value
 
 # %% ../nbs/00_core.ipynb 12
+from contextlib import contextmanager
+# third-party deprecation warnings that no ftlab user can act on (raised inside transformers/peft calls)
+HF_NOISE = (r'.*`is_gradient_checkpointing` is deprecated.*', r'.*fan_in_fan_out.*')
+
+@contextmanager
+def quiet_hf():
+    "No Hugging Face progress bars, and no warnings in `HF_NOISE`, inside the block; the user's settings are restored after."
+    from transformers.utils import logging as hf_logging
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            for m in HF_NOISE: warnings.filterwarnings('ignore', message=m)
+            yield
+    finally:
+        if bars: hf_logging.enable_progress_bar()
+
+# %% ../nbs/00_core.ipynb 15
 ZOO_DIR = Path(ftlab.__file__).parent / 'zoo_models'   # the embedded zoo: one HF model directory per name
 ZOO_NAMES = ('llama', 'llama-v1', 'gpt2')              # its models (`ftlab.zoo.SPECS` holds their recipes)
 
@@ -51,7 +69,7 @@ def cache_dir() -> Path:
     "Where ftlab caches derived data: `$FTLAB_CACHE`, else `~/.cache/ftlab`."
     return Path(os.environ.get('FTLAB_CACHE') or Path.home() / '.cache' / 'ftlab')
 
-# %% ../nbs/00_core.ipynb 15
+# %% ../nbs/00_core.ipynb 18
 PARTIAL = '.ftlab-partial'   # the marker file inside a temporary output directory
 
 def pid_alive(pid) -> bool:
@@ -93,7 +111,7 @@ def sweep_temporaries(out:str|Path) -> list[Path]:
     if removed: warnings.warn(f"Removed {len(removed)} temporary file(s) left by killed ftlab writers: {', '.join(p.name for p in removed)}.")
     return removed
 
-# %% ../nbs/00_core.ipynb 17
+# %% ../nbs/00_core.ipynb 20
 def _exists(p:Path) -> bool: return p.exists() or p.is_symlink()
 
 def _taken(out, overwrite):
@@ -120,7 +138,7 @@ def write_atomic(path:str|Path, data, # str or bytes, or a function that writes 
     finally: Path(tmp).unlink(missing_ok=True)
     return path
 
-# %% ../nbs/00_core.ipynb 19
+# %% ../nbs/00_core.ipynb 22
 def atomic_dir(out:str|Path, write, # fills the temporary directory it is given
                overwrite:bool=False) -> Path: # replace an existing `out` (only once the new one is complete)
     "Build directory `out` atomically and exclusively: `write(tmp)` fills a marked sibling temporary directory, which then becomes `out`."
@@ -144,7 +162,7 @@ def atomic_dir(out:str|Path, write, # fills the temporary directory it is given
     finally: shutil.rmtree(tmp, ignore_errors=True)
     return out
 
-# %% ../nbs/00_core.ipynb 22
+# %% ../nbs/00_core.ipynb 25
 def refuse_inside(out:str|Path, # the file or directory about to be written
                   inputs, # input paths or zoo names (None entries are skipped)
                   what:str='output', # what is written, for the message
@@ -159,7 +177,7 @@ def refuse_inside(out:str|Path, # the file or directory about to be written
         if rel: raise error(f'out={out} {rel} the input model directory {p}; ftlab never writes into an input directory. '
                             f'Write the {what} elsewhere.')
 
-# %% ../nbs/00_core.ipynb 24
+# %% ../nbs/00_core.ipynb 27
 def guard_output(out:str|Path, # the file or directory about to be written
                  inputs=(), # input paths or zoo names it may not touch
                  overwrite:bool=False, # allow replacing an existing `out`
@@ -172,7 +190,7 @@ def guard_output(out:str|Path, # the file or directory about to be written
         raise error(f'{out} exists; pass overwrite=True (CLI: --overwrite) to replace it, or write the {what} elsewhere.')
     return out
 
-# %% ../nbs/00_core.ipynb 27
+# %% ../nbs/00_core.ipynb 30
 _ST_DTYPES = {torch.float32: 'F32', torch.float16: 'F16', torch.bfloat16: 'BF16', torch.float64: 'F64',
               torch.int64: 'I64', torch.int32: 'I32', torch.int16: 'I16', torch.int8: 'I8', torch.uint8: 'U8', torch.bool: 'BOOL'}
 
@@ -225,7 +243,7 @@ def copy_model_files(src:str|Path|None, # a HF model directory (None: weights he
             shutil.copy(f, Path(dst) / f.name); out.append(f.name)
     return out
 
-# %% ../nbs/00_core.ipynb 30
+# %% ../nbs/00_core.ipynb 33
 def read_yaml(path:str|Path, max_bytes:int=1_000_000, # refuse larger files
               max_aliases:int=100, # refuse files with more `*alias` references
               error=FtlabError):
@@ -254,7 +272,7 @@ def read_yaml(path:str|Path, max_bytes:int=1_000_000, # refuse larger files
                     'Fix the file (indentation, quotes, colons).') from None
     except yaml.YAMLError as e: raise error(f'{path}: not valid YAML ({short(str(e), 200)}).') from None
 
-# %% ../nbs/00_core.ipynb 32
+# %% ../nbs/00_core.ipynb 35
 def read_json(path:str|Path, what:str='JSON file', error=FtlabError):
     "The data of JSON file `path`; a damaged file is an `error` naming the file, the line and what it should be."
     path = Path(path)

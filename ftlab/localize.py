@@ -14,7 +14,7 @@ from .weights import ModelPair, open_weights, param_info, safetensors_header
 from .tasks import get_task
 from .evaluate import evaluate
 from .core import FtlabError, save_safetensors, check_number, guard_output
-from .display import show_figure
+from .display import show_figure, figure_widget, Status, Panel
 from .sources import as_pair, load
 from .tensors import model_threshold
 
@@ -417,23 +417,29 @@ def overlap_figure(mat:pd.DataFrame, title:str='Mask overlap (Jaccard |A∩B| / 
                                 text=np.round(mat.values, 3), texttemplate='%{text}')).update_layout(title=title, height=420)
 
 def graft_widget(ev:pd.DataFrame, # graft_eval of a sweep
-                 masks:dict): # {sparsity: Mask} from graft_sweep
+                 masks:dict, # {sparsity: Mask} from graft_sweep
+                 label:str='fine-tune'): # what was grafted, for the titles ('full fine-tune on sort')
     "Sparsity slider → accuracy and ECE bars (graft, base patch, fine-tune, base) and the layer/module map of the mask."
     import ipywidgets as W
     sps = sorted(masks)
-    sl = W.SelectionSlider(options=[(f'{s:.0e}', s) for s in sps], value=sps[len(sps) // 2], description='sparsity')
-    bars, heat, status = go.FigureWidget(), go.FigureWidget(), W.HTML()
+    sl = W.SelectionSlider(options=[(f'{s:.0e}', s) for s in sps], value=sps[len(sps) // 2], description='sparsity',
+                           continuous_update=False)
+    bars, heat, status = figure_widget(), figure_widget(), Status()
+    palette = ('#1f77b4', '#ff7f0e', '#2ca02c', '#9467bd')   # one colour per split, the same in both panels and the legend
     def draw(*_):
         s = sl.value
         cur = ev[(ev.sparsity == s) | ev.kind.isin(['base', 'fine-tuned'])]
         fig = make_subplots(rows=1, cols=2, subplot_titles=('accuracy', 'ECE'))
-        for split, g in cur.groupby('split', sort=False):
+        for i, (split, g) in enumerate(cur.groupby('split', sort=False)):
+            c = palette[i % len(palette)]
             for col, metric in ((1, 'accuracy'), (2, 'ece')):
-                fig.add_bar(x=g.kind, y=g[metric], name=split, offsetgroup=split, showlegend=col == 1, row=1, col=col)
-        show_figure(bars, fig.update_layout(title=f'sparsity {s:.0e}', height=360, barmode='group'))
-        show_figure(heat, mask_map(masks[s]))
+                fig.add_bar(x=g.kind, y=g[metric], name=split, offsetgroup=split, legendgroup=split, marker_color=c,
+                            showlegend=col == 1, row=1, col=col)
+        show_figure(bars, fig.update_layout(title=f'Graft of the {label} at sparsity {s:.0e}', height=360, barmode='group'))
         m = masks[s]
-        status.value = (f'{m.count:,} grafted entries ({m.density:.2e} of {m.numel:,}); base patch {m.meta.get("base_patch")}, '
-                        f'best step {m.meta.get("best_step")}')
+        show_figure(heat, mask_map(m, title=f'Where the {m.count:,} grafted entries sit (sparsity {s:.0e}; fraction of each matrix)'))
+        status.show(f'{m.count:,} grafted entries ({m.density:.2e} of {m.numel:,}); base patch {m.meta.get("base_patch")}, '
+                    f'best step {m.meta.get("best_step")}')
     sl.observe(draw, 'value'); draw()
-    return W.VBox([sl, status, bars, heat])
+    return Panel('graft', [sl, status, bars, heat], status=status)
+

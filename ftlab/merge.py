@@ -15,7 +15,7 @@ import plotly.graph_objects as go
 from .weights import open_weights, Weights, LoraWeights, ModelPair, WeightsError, param_info, input_dirs
 from .core import (FtlabError, atomic_dir, guard_output, SafetensorsWriter, save_safetensors, copy_model_files,
                         check_number, short, read_yaml, read_json)
-from .display import show_figure
+from .display import show_figure, figure_widget, Status, Panel, first_draw
 from .tensors import magnitude_prune, model_threshold, lowrank_factors
 from .sources import open_source, load, is_run, pick_dtype
 
@@ -951,15 +951,15 @@ def sweep_figure(df:pd.DataFrame, x:str, # a swept parameter column
                       legend=dict(orientation='h', y=-0.25))
     return fig
 
-def merge_widget(study:MergeStudy, methods=('task_arithmetic', 'ties', 'dare_ties', 'breadcrumbs', 'lines', 'model_stock', 'soup')):
-    "Method dropdown, λ / density / α sliders → per-task accuracy bars (vs each fine-tune) and the λ curve; cached evaluations."
+def merge_widget(study:MergeStudy, methods=('task_arithmetic', 'ties', 'dare_ties', 'breadcrumbs', 'lines', 'model_stock', 'soup'),
+                 lams=(0.0, 0.5, 1.0, 1.5, 2.0)): # λ values of the curve
+    "Method dropdown, λ / density / α sliders → per-task accuracy bars (vs each fine-tune) and the λ curve; cached evaluations, progress while evaluating."
     import ipywidgets as W
-    meth = W.Dropdown(options=list(methods), value=methods[0], description='method')
-    lam = W.FloatSlider(value=1.0, min=0.0, max=2.0, step=0.25, description='λ')
-    dens = W.FloatSlider(value=0.2, min=0.05, max=1.0, step=0.05, description='density')
-    alpha = W.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.1, description='α (LiNeS)')
-    bars, curve, status = go.FigureWidget(), go.FigureWidget(), W.HTML()
-    ind = study.individual().assign(label=lambda d: d.model)
+    meth = W.Dropdown(options=[(METHODS[m].label or m, m) for m in methods], value=methods[0], description='method')
+    slider = lambda v, lo, hi, st, d: W.FloatSlider(value=v, min=lo, max=hi, step=st, description=d, continuous_update=False)
+    lam, dens, alpha = slider(1.0, 0.0, 2.0, 0.25, 'λ'), slider(0.2, 0.05, 1.0, 0.05, 'density'), slider(0.5, 0.0, 1.0, 0.1, 'α (LiNeS)')
+    bars, curve, status = figure_widget(), figure_widget(), Status()
+    models = ' + '.join(study.models)
     def kw(m, l=None):
         p = METHODS[m].params
         out = {}
@@ -967,17 +967,27 @@ def merge_widget(study:MergeStudy, methods=('task_arithmetic', 'ties', 'dare_tie
         if 'density' in p: out['density'] = round(dens.value, 2)
         if m == 'lines': out['alpha'] = round(alpha.value, 2)
         return out
+    fmt = lambda d: ', '.join(f'{ {"lam": "λ", "alpha": "α"}.get(k, k)} = {v:g}' for k, v in d.items())
     def draw(*_):
-        m = meth.value; p = METHODS[m].params
+        m = meth.value; p = METHODS[m].params; name = METHODS[m].label or m
         lam.disabled, dens.disabled, alpha.disabled = 'lam' not in p, 'density' not in p, m != 'lines'
-        import time; t0 = time.time()
-        cur = study.evaluate(m, **kw(m)).assign(label=f'{m} merge')
-        show_figure(bars, task_bars(pd.concat([ind[ind.task != 'lm_loss'], cur]), title=f'{m} {kw(m)}'))
+        with status.busy(f'merging {models} with {name} ({fmt(kw(m))}) and evaluating it') as step:
+            ind = study.individual().assign(label=lambda d: d.model)
+            cur = study.evaluate(m, **kw(m)).assign(label=f'{name} merge')
+        title = f'{name} merge of {models}' + (f' ({fmt(kw(m))})' if kw(m) else '')
+        show_figure(bars, task_bars(pd.concat([ind[ind.task != 'lm_loss'], cur]), title=title))
         if 'lam' in p:
-            sw = pd.concat([study.evaluate(m, **kw(m, l)) for l in np.round(np.arange(0, 2.01, 0.25), 2)])
-            show_figure(curve, sweep_figure(sw, 'lam', title=f'{m}: accuracy per task vs λ'))
+            with status.busy(f'λ curve of {name}', total=len(lams)) as step:
+                sw = []
+                for l in lams: sw.append(study.evaluate(m, **kw(m, l))); step(f'λ = {l:g}')
+            fig = sweep_figure(pd.concat(sw), 'lam', title=f'{name} merge of {models}: accuracy per task vs λ'
+                                                           + (f' (density = {dens.value:g})' if 'density' in p else ''))
+            fig.add_vline(x=lam.value, line=dict(color='grey', dash='dash'))
+            show_figure(curve, fig)
+        else: show_figure(curve, go.Figure().update_layout(title=f'{name} has no λ', height=120))
         lm = cur[cur.task == 'lm_loss'].task_loss
-        status.value = f'LM loss {float(lm.iloc[0]):.3f} · {time.time() - t0:.1f} s' if len(lm) else f'{time.time() - t0:.1f} s'
+        status.done(f'{title}: LM loss {float(lm.iloc[0]):.3f}' if len(lm) else title)
     for w in (meth, lam, dens, alpha): w.observe(draw, 'value')
-    draw()
-    return W.VBox([W.HBox([meth, lam]), W.HBox([dens, alpha]), status, bars, curve])
+    with first_draw(status): draw()
+    return Panel('merge', [W.HBox([meth, lam]), W.HBox([dens, alpha]), status, bars, curve], status=status)
+

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 import plotly.graph_objects as go
 from .arch import arch, hooks, cache, unwrap, COMPONENTS
 from .core import FtlabError
-from .display import show_figure
+from .display import show_figure, figure_widget, Status, Panel, first_draw, clip_left
 
 # %% auto 0
 __all__ = ['METRICS', 'PatchError', 'Prompts', 'prompts', 'query_pairs', 'entity_pairs', 'act_patch', 'patch_heatmap',
@@ -711,11 +711,12 @@ def patch_widget(model, tok, clean, corrupt=None, # aligned prompts, as for `act
     import ipywidgets as W
     P = _paired(tok, clean, corrupt, 'patch_widget')
     toks = lambda i: tuple(tok.convert_ids_to_tokens(P.clean[i].tolist()))
-    ex = W.Dropdown(options=[('all examples (mean)', -1)] + [(f'{i}: ' + ' '.join(toks(i)[1:])[-80:], i)
-                                                              for i in range(len(P.ans))], description='example')
+    ex = W.Dropdown(options=[('all examples (mean)', -1)] + [(f'{i}: ' + clip_left(' '.join(toks(i)[1:]), 70), i)
+                                                              for i in range(len(P.ans))], description='example',
+                    layout=W.Layout(width='32em'))
     comp = W.Dropdown(options=list(components), description='component')
     met = W.Dropdown(options=list(metrics), description='metric')
-    pos_fig, head_fig, attn_fig, status = go.FigureWidget(), go.FigureWidget(), go.FigureWidget(), W.HTML()
+    pos_fig, head_fig, attn_fig, status = figure_widget(), figure_widget(), figure_widget(), Status()
     state = {}
     def sub(i):
         if i < 0: return P
@@ -728,23 +729,28 @@ def patch_widget(model, tok, clean, corrupt=None, # aligned prompts, as for `act
         state['head'] = (layer, head)
     def click(trace, points, selector):
         if points.xs: show_head(int(points.ys[0]), int(str(points.xs[0])[1:]))
+    cache = {}   # (example, component, metric) → (grid, heads): moving back to a selection is instant
+    def patched(i, kind):
+        key = (i, kind, met.value)
+        if key not in cache: cache[key] = act_patch(model, tok, sub(i), component=kind, metric=met.value, direction=direction)
+        return cache[key]
     def draw(*_):
-        Q = sub(ex.value)
         try:
-            pos = act_patch(model, tok, Q, component=comp.value, metric=met.value, direction=direction)
-            hd = act_patch(model, tok, Q, component='head_out', metric=met.value, direction=direction)
+            with status.busy(f'patching {comp.value} and every head ({met.value}, {direction})', total=2) as step:
+                pos = patched(ex.value, comp.value); step(comp.value)
+                hd = patched(ex.value, 'head_out'); step('heads')
         except PatchError as e:
-            status.value = f'<b>{e}</b>'; return
+            status.show(f'<b>{e}</b>'); return
         state.update(pos=pos, heads=hd)
         show_figure(pos_fig, patch_heatmap(pos)); show_figure(head_fig, patch_heatmap(hd))
         head_fig.data[0].on_click(click)
         b = hd.loc[hd.score.abs().idxmax()]
-        status.value = (f"{met.value}: clean {pos.attrs['clean_value']:.3f}, corrupt {pos.attrs['corrupt_value']:.3f} "
-                        f"({'all examples' if ex.value < 0 else f'example {ex.value}'}). Largest |score| among heads: "
-                        f"L{b.layer}.h{b['head']} ({b.score:.2f}). Click a head for its attention pattern.")
+        status.done(f"{met.value}: clean {pos.attrs['clean_value']:.3f}, corrupt {pos.attrs['corrupt_value']:.3f} "
+                    f"({'all examples' if ex.value < 0 else f'example {ex.value}'}). Largest |score| among heads: "
+                    f"L{b.layer}.h{b['head']} ({b.score:.2f}). Click a head for its attention pattern.")
         show_head(int(b.layer), int(b['head']))
     for w in (ex, comp, met): w.observe(draw, 'value')
-    draw()
-    box = W.VBox([W.HBox([ex, comp, met]), status, pos_fig, head_fig, attn_fig])
+    with first_draw(status): draw()
+    box = Panel('patch', [W.HBox([ex, comp, met]), status, pos_fig, head_fig, attn_fig], status=status)
     box.state, box.show_head = state, show_head
     return box

@@ -8,7 +8,7 @@ import copy, importlib.util
 from collections.abc import Mapping
 from pathlib import Path
 import torch
-from .core import FtlabError, ZOO_DIR, ZOO_NAMES, read_json, guard_output, atomic_dir, cache_dir
+from .core import FtlabError, ZOO_DIR, ZOO_NAMES, read_json, guard_output, atomic_dir, cache_dir, quiet_hf
 from .weights import Weights, LoraWeights, ModelPair, open_weights, weight_files
 
 # %% auto 0
@@ -80,8 +80,9 @@ def load(name:str='llama', # a zoo name ('llama', 'gpt2'), a local HF model dire
     kw = dict(dtype=dtype, use_safetensors=None if allow_pickle else True)
     if device_map is not None: kw['device_map'] = device_map
     try:
-        model = AutoModelForCausalLM.from_pretrained(src or name, **kw)
-        tok = AutoTokenizer.from_pretrained(src or name)
+        with quiet_hf():     # no per-file loading bars in notebook outputs
+            model = AutoModelForCausalLM.from_pretrained(src or name, **kw)
+            tok = AutoTokenizer.from_pretrained(src or name)
     except OSError as e:
         if src is not None: raise
         raise FileNotFoundError(f"{name!r} is not a zoo name ({', '.join(ZOO_NAMES)}), a local model directory, nor a "
@@ -107,7 +108,8 @@ def from_gguf(gguf:str|Path, # a GGUF file (quantized weights are dequantized)
     cfg = copy.deepcopy(m.config); cfg.__dict__.pop('quantization_config', None); cfg.dtype = dt
     plain = AutoModelForCausalLM.from_config(cfg, dtype=dt)          # no GGUF-loading state, so it saves as a plain model
     plain.load_state_dict(m.state_dict(), strict=True)
-    def write(d): plain.save_pretrained(d, safe_serialization=True); tok.save_pretrained(d)
+    def write(d):
+        with quiet_hf(): plain.save_pretrained(d, safe_serialization=True); tok.save_pretrained(d)
     return atomic_dir(out, write, overwrite)
 
 SMOLLM2 = 'SmolLM2-135M-Instruct'

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np, pandas as pd, torch
 import plotly.graph_objects as go
 from .core import atomic_dir, cache_dir, copy_model_files, guard_output, save_safetensors
-from .display import show_figure
+from .display import show_figure, figure_widget, Status, Panel
 from .sources import as_pair
 from .tensors import lowrank_factors
 from .weights import ModelPair, LoraWeights, open_weights, param_info, family_of, dora_weight, input_dirs
@@ -465,7 +465,7 @@ def cos_heatmap(res:Intruders, name:str, # a matrix of `res` (see `res.per_matri
     ylab = [f'{j} ({"intruder" if i else "ok"})' for j, i in zip(t.j, t.is_intruder)]
     fig = go.Figure(go.Heatmap(z=M[:, cols].numpy(), x=[str(c + 1) for c in cols], y=ylab, zmin=0, zmax=1,
                                colorscale='Viridis', colorbar=dict(title='|cos|')))
-    fig.update_layout(title=title or f'{name}: {int(t.is_intruder.sum())} intruder(s) at ε={res.eps}',
+    fig.update_layout(title=title or f'{name}: {int(t.is_intruder.sum())} intruder(s) at ε = {res.eps:.2f}',
                       xaxis_title='base singular vector', yaxis_title='fine-tuned singular vector j',
                       yaxis_autorange='reversed', xaxis_type='category', height=380)
     return fig
@@ -714,7 +714,7 @@ def layer_figure(res:Intruders, title:str|None=None) -> go.Figure:
     "Intruder counts per layer, stacked by module."
     pl = res.per_layer
     fig = go.Figure([go.Bar(x=pl.index, y=pl[c], name=c) for c in pl.columns])
-    fig.update_layout(barmode='stack', title=title or f'Intruders per layer (k={res.k}, ε={res.eps}): {res.count} in all',
+    fig.update_layout(barmode='stack', title=title or f'Intruders per layer (k = {res.k}, ε = {res.eps:.2f}): {res.count} in all',
                       xaxis_title='layer', yaxis_title='intruders', height=340)
     return fig
 
@@ -725,21 +725,38 @@ def intruder_widget(results:dict|Intruders): # {label: Intruders} (e.g. one per 
     first = next(iter(results.values()))
     run = W.Dropdown(options=list(results), description='run')
     layer = W.Dropdown(description='layer'); module = W.Dropdown(description='module')
-    k = W.IntSlider(value=first.k, min=1, max=first.k, description='k')
-    eps = W.FloatSlider(value=first.eps, min=0.05, max=0.95, step=0.05, description='ε')
-    heat, bars, curve = go.FigureWidget(), go.FigureWidget(), go.FigureWidget()
+    k = W.IntSlider(value=first.k, min=1, max=first.k, description='k', continuous_update=False)
+    eps = W.FloatSlider(value=first.eps, min=0.05, max=0.95, step=0.05, description='ε', readout_format='.2f', continuous_update=False)
+    heat, bars, curve, status = figure_widget(), figure_widget(), figure_widget(), Status()
+    busy = [False]
     def pick(*_):
-        pm = results[run.value].per_matrix
+        "A run was picked: its layers and modules, and the matrix with the most intruders selected (so the heatmap shows at once)."
+        res = results[run.value]
+        pm = res.per_matrix
+        r = res.at(eps=eps.value, k=min(k.value, res.k))
+        top = r.per_matrix[r.per_matrix.name.isin(res.cos)].sort_values('intruders', ascending=False, kind='stable')
+        busy[0] = True   # set the pickers without a redraw per change
         layer.options = sorted(pm.layer.unique()); module.options = list(dict.fromkeys(pm.module))
-        k.max = results[run.value].k; draw()
+        if len(top): layer.value, module.value = top.layer.iloc[0], top.module.iloc[0]
+        k.max = res.k
+        busy[0] = False; draw()
     def draw(*_):
-        r = results[run.value].at(eps=eps.value, k=min(k.value, results[run.value].k))
+        if busy[0]: return
+        lab = run.value
+        r = results[lab].at(eps=eps.value, k=min(k.value, results[lab].k))
         pm = r.per_matrix
         sel = pm[(pm.layer == layer.value) & (pm.module == module.value)]
-        if len(sel) and sel.name.iloc[0] in r.cos: show_figure(heat, cos_heatmap(r, sel.name.iloc[0]))
-        show_figure(bars, layer_figure(r))
-        show_figure(curve, eps_figure({l: x.at(k=min(k.value, x.k)) for l, x in results.items()}))
+        if len(sel) and sel.name.iloc[0] in r.cos:
+            show_figure(heat, cos_heatmap(r, sel.name.iloc[0], f'{lab}, {sel.name.iloc[0]}: '
+                                          f'{int(sel.intruders.iloc[0])} intruder(s) at ε = {r.eps:.2f}'))
+        show_figure(bars, layer_figure(r, f'{lab}: intruders per layer (k = {r.k}, ε = {r.eps:.2f}), {r.count} in all'))
+        show_figure(curve, eps_figure({l: x.at(k=min(k.value, x.k)) for l, x in results.items()},
+                                      title=f'Intruder count vs ε (k = {k.value})'))
+        status.show(f'{lab}: {r.count} intruder(s) among the top {r.k} singular vectors of {len(pm)} matrices at ε = {r.eps:.2f}'
+                    + ('' if len(sel) and sel.name.iloc[0] in r.cos else
+                       f'; no |cos| matrix kept for layer {layer.value} {module.value} (intruders(..., keep_cos=True) keeps them)'))
     run.observe(pick, 'value')
     for w in (layer, module, k, eps): w.observe(draw, 'value')
     pick()
-    return W.VBox([W.HBox([run, layer, module]), W.HBox([k, eps]), heat, W.HBox([bars, curve])])
+    return Panel('intruders', [W.HBox([run, layer, module]), W.HBox([k, eps]), status, heat, bars, curve], status=status)
+

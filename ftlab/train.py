@@ -15,8 +15,9 @@ from transformers import TrainerCallback
 from .tasks import get_task, mixture_examples, PRETRAIN_TASKS, stable_seed
 from .evaluate import encode, evaluate, lm_loss, answer_token_mask
 from .weights import param_info, open_weights, family_of
-from .core import FtlabError, check_number, short, refuse_inside, write_atomic, pid_alive
+from .core import FtlabError, check_number, short, refuse_inside, write_atomic, pid_alive, quiet_hf
 from .sources import load, model_source, model_ref
+from .display import figure_widget, show_figure, Status, Panel
 from .zoo import lr_lambda   # warm-up, then cosine to 10% (shared with pre-training)
 
 # %% auto 0
@@ -254,8 +255,9 @@ def save_checkpoint(model, tok, out:str|Path, step:int) -> Path:
     "Save `model` at `step` under `out`/checkpoints: a peft adapter dir for PEFT models, else a HF model dir."
     d = Path(out) / 'checkpoints' / f'step-{step:06d}'
     tmp = d.with_name(d.name + '.tmp'); shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    if not _is_peft(model) and tok is not None: tok.save_pretrained(tmp)
+    with quiet_hf():
+        model.save_pretrained(tmp, safe_serialization=True)
+        if not _is_peft(model) and tok is not None: tok.save_pretrained(tmp)
     shutil.rmtree(d, ignore_errors=True); os.replace(tmp, d)
     return d
 
@@ -327,8 +329,9 @@ class Run:
         if not self.is_adapter: return load(str(ck))
         from peft import PeftModel
         base, tok = base or load(self.config.base)
-        pm = PeftModel.from_pretrained(base, ck)
-        return (pm.merge_and_unload() if merge else pm), tok
+        with quiet_hf():
+            pm = PeftModel.from_pretrained(base, ck)
+            return (pm.merge_and_unload() if merge else pm), tok
     def weights(self, step:int|None=None,
                 base=None): # the base (dir, nn.Module, Weights) if `config.base` cannot be loaded by name
         "Read-only weights at checkpoint `step` (adapters applied per tensor over the base: `ftlab.weights.open_weights`)."
@@ -507,9 +510,7 @@ def _wrap(model, cfg):
                         use_rslora=cfg.method == 'rslora', use_dora=cfg.method == 'dora',
                         fan_in_fan_out=family_of(model.config).conv1d, task_type='CAUSAL_LM')
         torch.manual_seed(cfg.init_seed)
-        with warnings.catch_warnings():
-            warnings.filterwarnings('ignore', message='.*(fan_in_fan_out|is_gradient_checkpointing).*')
-            model = get_peft_model(model, lc)
+        with quiet_hf(): model = get_peft_model(model, lc)
     else: _train_only(model, names)
     return model
 
@@ -528,7 +529,7 @@ def finetune(base='llama', # zoo name, local HF model directory or hub id (recor
              mask=None, # sparse: dict name → bool tensor (overrides config.mask)
              model_tok=None, # an in-memory (model, tokenizer) to fine-tune instead of loading `base` (copied, not changed)
              progress:bool=True, # tqdm progress bar (terminal and notebook)
-             live:bool=False, # show a live plot (plotly FigureWidget) in a notebook
+             live:bool=False, # in a notebook: a live plot of the evaluations, with what the run is doing and how far it is
              callbacks=(), # functions called with each evaluation row (dict), and the model if they take `model=`
              allow_pickle:bool=False, # allow `.bin` weights for a non-zoo base
              **kw) -> Run:
@@ -561,7 +562,12 @@ def finetune(base='llama', # zoo name, local HF model directory or hub id (recor
         if resuming: masks = _check_mask(_load_mask(out / 'mask.safetensors'), model)
         elif mask is not None and not isinstance(mask, (str, Path)): masks = _check_mask(mask, model)
         elif cfg.mask != 'grad': masks = _check_mask(_load_mask(cfg.mask), model)
-    row0 = None if resuming else monitor(model, 0)                    # the unmodified base
+    plot = LivePlot(title=f'{cfg.method} on {cfg.task}: learning and forgetting', steps=cfg.steps) if live else None
+    if plot is not None: plot.show()                                 # on screen before the first evaluation
+    if resuming: row0 = None
+    elif plot is None: row0 = monitor(model, 0)                      # the unmodified base
+    else:
+        with plot.status.busy(f'evaluating the base (step 0) on {cfg.task} and the pre-training tasks'): row0 = monitor(model, 0)
     if cfg.method == 'sparse':
         if masks is None:
             masks = grad_mask(model, [batch(i, 'grad_mask')[:2] for i in range(8)], trainable_params(model, cfg), cfg.density)
@@ -591,8 +597,7 @@ def finetune(base='llama', # zoo name, local HF model directory or hub id (recor
                 save_file({n: v.to(torch.uint8) for n, v in masks.items()}, out / 'mask.tmp')
                 os.replace(out / 'mask.tmp', out / 'mask.safetensors')
         _write_status(out, 'running', start)
-        plot = LivePlot(Run(out).metrics) if live else None
-        if plot is not None: plot.show()
+        if plot is not None: plot.update(Run(out).metrics)
         from tqdm.auto import tqdm
         bar = tqdm(range(start, cfg.steps), desc=f'{cfg.method} on {cfg.task}', disable=not progress,
                    initial=start, total=cfg.steps)
@@ -622,6 +627,7 @@ def finetune(base='llama', # zoo name, local HF model directory or hub id (recor
                                            tokens=tokens, train_seconds=t_train))
                 _write_status(out, 'running', done)
                 bar.set_postfix(loss=f'{loss.item():.3f}')
+                if plot is not None: plot.training(done, loss.item())
             if (cfg.save_every and done % cfg.save_every == 0) or done == cfg.steps:
                 save_checkpoint(model, tok, out, done)
                 torch.save(dict(model=_trained_state(model), opt=opt.state_dict(), sched=sched.state_dict(),
@@ -629,6 +635,7 @@ def finetune(base='llama', # zoo name, local HF model directory or hub id (recor
                 os.replace(out / 'state.tmp', out / 'state.pt')
                 _write_status(out, 'running', done)
             if (cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps:
+                if plot is not None: plot.status.show(f' evaluating at step {done}/{cfg.steps}…', '<progress style="width:8em"></progress>')
                 row = monitor(model, done)
                 _append(metrics_path, dict(kind='eval', **row))
                 _write_status(out, 'running', done)
@@ -673,17 +680,28 @@ def tradeoff_figure(runs_:dict, # {label: Run or metrics}
     return fig
 
 class LivePlot:
-    "A plotly FigureWidget of `curves_figure` that updates as a run's evaluation rows come in."
-    def __init__(self, metrics:pd.DataFrame):
-        self.fig = go.FigureWidget(curves_figure(metrics if len(metrics) else pd.DataFrame(
-            columns=['step', 'task_acc', 'pre_acc', 'lm_loss'])))
+    "`curves_figure` of a run in progress, redrawn as its evaluation rows come in, under a status line (what the run is doing, how far it is)."
+    def __init__(self, metrics:pd.DataFrame|None=None, title:str='Learning and forgetting', steps:int|None=None):
+        self.title, self.steps, self.status = title, steps, Status()
+        self.fig = figure_widget(curves_figure(_empty_metrics(metrics), title))
+        self.panel = Panel('liveplot', [self.status, self.fig], status=self.status)
     def show(self):
         from IPython.display import display
-        display(self.fig)
+        display(self.panel)
     def update(self, metrics:pd.DataFrame):
-        with self.fig.batch_update():
-            for tr, col in zip(self.fig.data, ['task_acc', 'pre_acc', 'lm_loss']):
-                tr.x, tr.y = metrics.step.tolist(), metrics[col].tolist()
+        "Redraw with `metrics` (a run's evaluation rows so far)."
+        show_figure(self.fig, curves_figure(_empty_metrics(metrics), self.title))
+        if len(metrics):
+            r = metrics.iloc[-1]
+            self.status.show(f'step {int(r.step)}{f"/{self.steps}" if self.steps else ""}: target accuracy {r.task_acc:.3f}, '
+                             f'pre-training tasks {r.pre_acc:.3f}, LM loss {r.lm_loss:.3f}')
+    def training(self, step:int, loss:float):
+        "Show training progress between evaluations."
+        tot = f'/{self.steps}' if self.steps else ''
+        bar = f'<progress max="{self.steps}" value="{step}" style="width:8em"></progress>' if self.steps else ''
+        self.status.show(f' training: step {step}{tot}, loss {loss:.3f}', bar)
+
+def _empty_metrics(m): return m if m is not None and len(m) else pd.DataFrame(columns=['step', 'task_acc', 'pre_acc', 'lm_loss'])
 
 # %% ../nbs/20_train.ipynb 56
 class FtlabCallback(TrainerCallback):

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np, pandas as pd, torch
 from .tasks import make_tokenizer, get_task, PRETRAIN_TASKS, HELD_OUT_TASKS, TASKS, stable_seed, OBJECTS, LABELS, pick_distinct
 from .evaluate import evaluate, evaluate_all, lm_loss
-from .core import ZOO_DIR, ZOO_NAMES, FtlabError, atomic_dir
+from .core import ZOO_DIR, ZOO_NAMES, FtlabError, atomic_dir, quiet_hf
 from .sources import load
 
 # %% auto 0
@@ -223,7 +223,7 @@ def pretrain(spec:ZooSpec, out:str|Path, # output HF model directory (written at
 # %% ../nbs/11_zoo.ipynb 18
 def _finish(model, tok, spec, work, out):
     def write(final):
-        model.save_pretrained(final, safe_serialization=True); tok.save_pretrained(final)
+        with quiet_hf(): model.save_pretrained(final, safe_serialization=True); tok.save_pretrained(final)
         shutil.copy(work / 'training_log.jsonl', final / 'training_log.jsonl')
         (final / 'zoo_spec.json').write_text(json.dumps(asdict(spec), indent=1))
         ev = evaluate_all(model, tok)

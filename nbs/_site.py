@@ -138,7 +138,8 @@ def prepare(nb, page_id:str) -> dict:
                     # plotly's notebook renderers: use our local plotly.js, not a CDN copy or CDN MathJax
                     data['text/html'] = _re_ext_script.sub('', _text(data['text/html']))
                 if 'text/markdown' in data: data['text/markdown'] = fix_markdown(_text(data['text/markdown']))
-                if not data: continue
+                if not data or (list(data) == ['text/plain'] and not _text(data['text/plain']).strip()):
+                    continue   # nothing left, or the emptied output of a widget's progress line (ftlab.display.first_draw)
             outs.append(o)
         cell.outputs = outs
         if md.get('transient', {}).get('remove_source') and not outs: continue
@@ -339,7 +340,7 @@ def readme(nbs:Path, dest:Path) -> Path:
     return dest
 
 def execute(nbs:Path, names=None, slow_too:bool=False) -> None:
-    "Run the source notebooks (cells flagged `#| slow` skipped unless `slow_too`) and save their outputs, then nbdev_clean them."
+    "Run the source notebooks (cells flagged `#| slow` skipped unless `slow_too`, keeping their saved outputs) and save their outputs, then nbdev_clean them."
     from execnb.nbio import read_nb, write_nb
     from execnb.shell import CaptureShell
     import subprocess
@@ -349,8 +350,8 @@ def execute(nbs:Path, names=None, slow_too:bool=False) -> None:
         nb = read_nb(path)
         slow = lambda c: c.cell_type == 'code' and any(_re_dir.match(l) and _re_dir.match(l).group(1).startswith('slow')
                                                        for l in c.source.splitlines()[:3])
-        for c in nb.cells:
-            if c.cell_type == 'code': c['outputs'], c['execution_count'] = [], None
+        for c in nb.cells:   # the cells that are not run (slow ones, without --slow) keep their saved outputs
+            if c.cell_type == 'code' and (slow_too or not slow(c)): c['outputs'], c['execution_count'] = [], None
         os.chdir(path.parent)
         CaptureShell(path).run_all(nb, exc_stop=True, preproc=(lambda c: False) if slow_too else slow)
         os.chdir(ROOT)
