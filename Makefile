@@ -67,7 +67,8 @@ bench: setup
 # LAB_ARGS passes more options, e.g. make lab LAB_ARGS='--ip=0.0.0.0 --no-browser'.
 LAB_ARGS ?=
 lab: setup
-	$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS) nbs/tutorials/getting_started.ipynb
+	$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) --ServerApp.root_dir=$(CURDIR) \
+		--LabApp.default_url=/lab/tree/nbs/tutorials/getting_started.ipynb $(LAB_ARGS)
 
 clean:
 	rm -rf _proc _docs _site reports .pytest_cache

@@ -133,3 +133,20 @@ def test_sidebar_and_offline(site):
             assert not s['src'].startswith(('http:', 'https:', '//')), f'{p.name}: external script {s["src"]}'
         if soup.select('.plotly-graph-div'):
             assert any(s['src'].endswith('plotly.min.js') for s in soup.select('script[src]')), f'{p.name}: no plotly.js'
+
+
+# the pages whose notebooks save a widget's output, and how many of its figures each must show
+WIDGET_PAGES = {'21_spectral.html': 'ftlab-intruders', '22_merge.html': 'ftlab-merge', '23_localize.html': 'ftlab-graft',
+                '24_patching.html': 'ftlab-patch', 'tutorials/getting_started.html': 'ftlab-liveplot'}
+
+def test_widgets_shown_not_their_text(site):
+    "No page shows a widget's text repr; the pillars' pages show their widget's static copy with its figures."
+    for p in sorted(site.rglob('*.html')):
+        outputs = ' '.join(o.get_text() for o in BeautifulSoup(p.read_text(encoding='utf-8'), 'html.parser').select('div.output_area'))
+        for repr_ in ('VBox(children=', 'FigureWidget({', 'HBox(children=', 'HTML(value=', 'Panel(children='):
+            assert repr_ not in outputs, f'{p.relative_to(site)} shows a widget as text: {repr_}'
+    for name, cls in WIDGET_PAGES.items():
+        soup = BeautifulSoup((site / name).read_text(encoding='utf-8'), 'html.parser')
+        static = soup.select(f'div.ftlab-static.{cls}')
+        assert static, f'{name}: no static copy of the {cls} widget'
+        assert static[0].select('div.plotly-graph-div'), f'{name}: the {cls} widget\'s copy has no figure'
