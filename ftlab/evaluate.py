@@ -11,13 +11,17 @@ from .core import FtlabError, check_number
 from .tasks import Task, get_task, mixture_texts, mixture_examples, PRETRAIN_TASKS, TASKS
 
 # %% auto 0
-__all__ = ['encode', 'answer_token_mask', 'ece', 'score', 'Eval', 'evaluate', 'lm_loss', 'evaluate_all']
+__all__ = ['answer_text', 'encode', 'answer_token_mask', 'ece', 'score', 'Eval', 'evaluate', 'lm_loss', 'evaluate_all']
 
 # %% ../nbs/10_evaluate.ipynb 5
+def answer_text(prompt:str, answer:str) -> str:
+    "The answer as it follows the prompt: after a space, unless the prompt ends in whitespace (a chat template's assistant turn)."
+    return answer if prompt[-1:].isspace() else ' ' + answer
+
 def encode(tok, prompt:str, answer:str) -> tuple[list[int], int]:
     "Token ids of prompt + answer (+ nothing else) and the number of prompt tokens."
     p = tok(prompt).input_ids
-    a = tok(' ' + answer, add_special_tokens=False).input_ids
+    a = tok(answer_text(prompt, answer), add_special_tokens=False).input_ids
     return p + a, len(p)
 
 def answer_token_mask(tok, answer:str, word_mask:str|None) -> list[bool]|None:
@@ -90,13 +94,13 @@ class Eval:
     def __repr__(self): return f'Eval({self.summary.to_dict("records")[0]})'
     def _repr_html_(self): return self.summary._repr_html_()
 
-def evaluate(model, tok, task, # task name ('sort', 'entity:ood'), Task, or DataFrame with prompt/answer
+def evaluate(model, tok, task, # task name ('sort', 'entity:ood'), data file ('qa.jsonl'), Task, or DataFrame with prompt/answer
              n:int=256, # examples (ignored for a DataFrame)
              seed:int=10_000, # sampling seed; the default keeps evaluation apart from training seeds
              batch_size:int=64, bins:int=10) -> Eval:
     "Accuracy, mean answer log-prob and ECE of `model` on `task`."
     check_number(batch_size, 'batch_size', 1, integer=True); check_number(bins, 'bins', 1, integer=True)
-    df = task if isinstance(task, pd.DataFrame) else get_task(task).sample(check_number(n, 'n', 1, integer=True), seed)
+    df = task if isinstance(task, pd.DataFrame) else get_task(task).for_tokenizer(tok).sample(check_number(n, 'n', 1, integer=True), seed)
     masks = df.get('answer_mask')                          # None when the task has no masks
     ex = pd.concat([df.reset_index(drop=True), score(model, tok, df.prompt, df.answer, batch_size, masks)], axis=1)
     summ = pd.DataFrame([dict(task=ex.task.iloc[0] if 'task' in ex else 'custom',

@@ -127,7 +127,7 @@ def smollm2(dtype='float32') -> Path:
         if (out / 'config.json').exists(): return out                  # another process built it meanwhile
         raise
 
-# %% ../nbs/06_sources.ipynb 22
+# %% ../nbs/06_sources.ipynb 24
 def model_source(name:str|Path, # a zoo name, local directory or hub id
                  dtype=torch.float32):
     "A local directory for zoo names and paths; else the loaded model (for hub ids)."
@@ -147,7 +147,7 @@ def open_source(x, # a `Run`, zoo name, model dir, nn.Module, dict, Weights, or 
     if isinstance(x, str) and not Path(x).exists(): return open_weights(model_source(x))
     return open_weights(x, allow_pickle=allow_pickle)
 
-# %% ../nbs/06_sources.ipynb 24
+# %% ../nbs/06_sources.ipynb 26
 def as_pair(pair, # a `ModelPair`, or (base, fine-tune): zoo names, dirs, modules, weights; a `Run` as the fine-tune
             adapter=None, # LoRA adapter dir: the fine-tune is the base + adapter
             allow_pickle:bool=False) -> ModelPair:

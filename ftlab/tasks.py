@@ -6,13 +6,16 @@
 from __future__ import annotations
 import math, zlib
 from dataclasses import dataclass, replace
+from pathlib import Path
 import numpy as np, pandas as pd
+from .core import FtlabError, short
 
 # %% auto 0
 __all__ = ['SPECIAL_TOKENS', 'WORDS', 'SYMBOLS', 'LABELS', 'OBJECTS', 'NUMBERS', 'VOCAB', 'TASKS', 'PRETRAIN_TASKS',
-           'HELD_OUT_TASKS', 'make_tokenizer', 'stable_seed', 'Task', 'pick_distinct', 'EntityTracking', 'Copy',
-           'Reverse', 'Sort', 'Count', 'ModAdd', 'KVRecall', 'Lookup', 'get_task', 'mixture_examples', 'mixture_texts',
-           'RecordsTask', 'task_from_records']
+           'HELD_OUT_TASKS', 'DATA_SUFFIXES', 'make_tokenizer', 'stable_seed', 'Task', 'pick_distinct',
+           'EntityTracking', 'Copy', 'Reverse', 'Sort', 'Count', 'ModAdd', 'KVRecall', 'Lookup', 'get_task',
+           'mixture_examples', 'mixture_texts', 'RecordsTask', 'task_from_records', 'read_table', 'task_from_file',
+           'read_texts']
 
 # %% ../nbs/03_tasks.ipynb 5
 SPECIAL_TOKENS = ['<pad>', '<bos>', '<eos>', '<unk>']
@@ -51,6 +54,9 @@ class Task:
     def ood(self) -> 'Task':
         "The out-of-distribution variant of this task."
         return replace(self, split='ood')
+    def for_tokenizer(self, tok) -> 'Task':
+        "The task as a model with tokenizer `tok` reads it (procedural tasks: unchanged; records: see `RecordsTask`)."
+        return self
     @property
     def key(self) -> str: return self.name if self.split == 'id' else f'{self.name}:ood'
     def sample(self,
@@ -191,9 +197,12 @@ TASKS = {t.name: t for t in [EntityTracking(), Count(), ModAdd(), Copy(), Revers
 PRETRAIN_TASKS = ('entity', 'count', 'modadd', 'copy', 'reverse', 'kv')
 HELD_OUT_TASKS = ('sort', 'lookup')
 
-def get_task(name:str|Task) -> Task:
-    "The task called `name` ('entity', 'sort:ood', ...); a `Task` passes through."
+DATA_SUFFIXES = ('.jsonl', '.json', '.csv', '.parquet')   # files of records that `get_task` reads as tasks
+
+def get_task(name:str|Path|Task) -> Task:
+    "The task called `name` ('entity', 'sort:ood', ...), or the records of a local data file (`task_from_file`); a `Task` passes through."
     if isinstance(name, Task): return name
+    if isinstance(name, Path) or Path(name).suffix.lower() in DATA_SUFFIXES: return task_from_file(name)
     base, _, split = name.partition(':')
     if base not in TASKS or split not in ('', 'ood'):
         raise KeyError(f"Unknown task {name!r}. Valid tasks: {', '.join(TASKS)} "
@@ -222,17 +231,29 @@ def mixture_texts(tasks=PRETRAIN_TASKS, n:int=256, seed:int=0, split:str='id') -
 # %% ../nbs/03_tasks.ipynb 33
 @dataclass(frozen=True, eq=False)
 class RecordsTask(Task):
-    "A task over fixed prompt/answer records."
+    "A task over fixed prompt/answer records (yours: `task_from_records`, `task_from_file`)."
     records: pd.DataFrame = None
+    source: str|None = None  # the absolute path of the file the records came from (how a run records the task)
+    chat: bool|str = 'auto'  # prompts in the tokenizer's chat template: True, False, or 'auto' (when it has one)
     def sample(self, n, seed=0):
+        "At most `n` distinct records (all of them if `n` ≥ their number), in an order fixed by `seed`."
         df = self.records
         rng = np.random.default_rng(stable_seed(self.name, seed))
-        take = rng.permutation(len(df))[:n] if n <= len(df) else rng.integers(0, len(df), n)
+        take = rng.permutation(len(df))[:n]
         out = df.iloc[take].reset_index(drop=True)
         meta = [c for c in out.columns if c not in ('prompt', 'answer')]
         out = out.assign(task=self.name, split=self.split, idx=range(len(out)))
         if 'chance' not in out: out['chance'] = np.nan
         return out[['task', 'split', 'idx', 'prompt', 'answer', 'chance'] + [c for c in meta if c != 'chance']]
+    def for_tokenizer(self, tok) -> Task:
+        "The records with each prompt as a user turn in `tok`'s chat template (ending with the assistant's turn), if `chat` says so."
+        tmpl = getattr(tok, 'chat_template', None)
+        if self.chat is True and not tmpl:
+            raise FtlabError(f'Task {self.name!r} has chat=True, but the tokenizer has no chat template; pass chat=False '
+                             '(prompts as they are) or use the tokenizer of an instruct model.')
+        if not (self.chat is True or (self.chat == 'auto' and tmpl)): return self
+        fmt = lambda p: tok.apply_chat_template([{'role': 'user', 'content': p}], tokenize=False, add_generation_prompt=True)
+        return replace(self, records=self.records.assign(prompt=[fmt(p) for p in self.records.prompt]), chat=False)
 
 def task_from_records(name:str, # the task's name in result tables
                       data, # list of dicts, DataFrame or datasets.Dataset with prompt and answer
@@ -243,3 +264,61 @@ def task_from_records(name:str, # the task's name in result tables
     if missing: raise ValueError(f"Records for task {name!r} lack column(s) {sorted(missing)}; "
                                  f"found {list(df.columns)}. Rename your columns to 'prompt' and 'answer'.")
     return RecordsTask(name=name, records=df.astype({'prompt': str, 'answer': str}))
+
+# %% ../nbs/03_tasks.ipynb 36
+def read_table(path:str|Path) -> pd.DataFrame:
+    "A local jsonl, json (a list of records), csv or parquet file as a DataFrame; errors name the file and the fix."
+    p = Path(path)
+    if not p.is_file(): raise FtlabError(f'{p}: no such file. Give the path of a {"/".join(s[1:] for s in DATA_SUFFIXES)} file.')
+    suf = p.suffix.lower()
+    if suf not in DATA_SUFFIXES:
+        raise FtlabError(f'{p}: ftlab reads records from {", ".join(DATA_SUFFIXES)} files, not {suf or "a file without a suffix"}.')
+    try:
+        if suf == '.jsonl': df = pd.read_json(p, lines=True, dtype=False)
+        elif suf == '.json': df = pd.read_json(p, dtype=False)
+        elif suf == '.csv': df = pd.read_csv(p, dtype=str, keep_default_na=False)
+        else: df = pd.read_parquet(p)
+    except ImportError as e:
+        raise FtlabError(f'{p}: reading parquet needs pyarrow ({e}). pip install pyarrow, or save the data as jsonl or csv.') from e
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as e:
+        raise FtlabError(f'{p} cannot be read as {suf[1:]} ({type(e).__name__}: {short(str(e), 160)}). '
+                         f'A {suf[1:]} file of records is expected{": one JSON object per line" if suf == ".jsonl" else ""}.') from e
+    if not len(df): raise FtlabError(f'{p} holds no records.')
+    return df
+
+# %% ../nbs/03_tasks.ipynb 37
+def task_from_file(path:str|Path, # a jsonl, json, csv or parquet file of records
+                   prompt:str='prompt', answer:str='answer', # the columns holding the prompts and the answers
+                   name:str|None=None, # the task's name in result tables (default: the file's stem)
+                   chat:bool|str='auto', # prompts in the tokenizer's chat template: True, False, 'auto' (if it has one)
+                  ) -> RecordsTask:
+    "A task over the prompt/answer records of a local file (`get_task(path)` gives the same with the defaults)."
+    p = Path(path).resolve()
+    df = read_table(p)
+    missing = [c for c in (prompt, answer) if c not in df]
+    if missing: raise FtlabError(f'{p}: no column {", ".join(map(repr, missing))}; its columns are {short(list(df.columns))}. '
+                                 f'Pass prompt=/answer= with the names of your columns.')
+    df = df.rename(columns={prompt: 'prompt', answer: 'answer'})
+    empty = df.prompt.isna() | df.answer.isna() | (df.answer.astype(str).str.strip() == '')
+    if empty.any(): raise FtlabError(f'{p}: record {int(np.argmax(empty.to_numpy())) + 1} has an empty prompt or answer '
+                                     f'({int(empty.sum())} of {len(df)}); fix or drop them.')
+    return replace(task_from_records(name or p.stem, df), source=str(p), chat=chat)
+
+# %% ../nbs/03_tasks.ipynb 38
+def read_texts(path:str|Path, # a .txt file (paragraphs apart by blank lines), or a data file with a `text` column
+               n:int|None=None, # at most this many texts (the first ones)
+               max_chars:int=2000) -> list[str]:
+    "Texts whose LM loss measures forgetting: paragraphs of a text file, or the `text` column of a jsonl/json/csv/parquet file."
+    p = Path(path)
+    if p.suffix.lower() in DATA_SUFFIXES:
+        df = read_table(p)
+        if 'text' not in df: raise FtlabError(f'{p}: no column \'text\'; its columns are {short(list(df.columns))}.')
+        texts = [str(t) for t in df.text]
+    else:
+        if not p.is_file(): raise FtlabError(f'{p}: no such file. Give a text file, or a data file with a text column.')
+        try: raw = p.read_text(encoding='utf-8')
+        except UnicodeDecodeError as e: raise FtlabError(f'{p} is not UTF-8 text ({e.reason} at byte {e.start}).') from e
+        texts = [t.strip() for t in raw.split('\n\n')]
+    texts = [t[:max_chars] for t in texts if t.strip()][:n]
+    if not texts: raise FtlabError(f'{p} holds no text.')
+    return texts

@@ -12,7 +12,7 @@ import numpy as np, pandas as pd, torch
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from transformers import TrainerCallback
-from .tasks import get_task, mixture_examples, PRETRAIN_TASKS, stable_seed
+from .tasks import get_task, mixture_examples, PRETRAIN_TASKS, stable_seed, read_texts
 from .evaluate import encode, evaluate, lm_loss, answer_token_mask
 from .weights import param_info, open_weights, family_of
 from .core import FtlabError, check_number, short, refuse_inside, write_atomic, pid_alive, quiet_hf
@@ -76,7 +76,8 @@ class TrainConfig:
     save_every: int|None = None  # checkpoint every this many steps (default eval_every); the last step is always saved
     seed: int = 0  # training sample and order
     init_seed: int = 0  # adapter init, dropout, HFT choice
-    forget_tasks: tuple = PRETRAIN_TASKS  # pre-training tasks whose accuracy measures forgetting
+    forget_tasks: tuple = PRETRAIN_TASKS  # tasks (names or data files) whose accuracy measures forgetting
+    forget_text: str|None = None  # a text file (or data file with a `text` column) whose LM loss measures forgetting; default: the zoo's pre-training mixture
     threads: int|None = None  # torch threads (default min(2, cores))
 
     def __post_init__(self):
@@ -188,15 +189,17 @@ def pack_examples(examples, # (ids, labels) pairs from `encode_examples`
 
 # %% ../nbs/20_train.ipynb 16
 class Monitor:
-    "Fixed evaluation sets for a target task and the pre-training tasks; `monitor(model, step)` → one metrics row."
-    def __init__(self, tok, task, # target task: name or Task
-                 forget_tasks=PRETRAIN_TASKS, n:int=128, seed:int=10_000):
-        self.tok, task = tok, get_task(task)
+    "Fixed evaluation sets for a target task and the forgetting tasks and text; `monitor(model, step)` → one metrics row."
+    def __init__(self, tok, task, # target task: name, data file or Task
+                 forget_tasks=PRETRAIN_TASKS, n:int=128, seed:int=10_000,
+                 forget_text=None): # a text file whose LM loss is `lm_loss` (default: the zoo's pre-training mixture)
+        self.tok, task = tok, get_task(task).for_tokenizer(tok)
         self.target = task.sample(n, seed)
         try: self.target_ood = task.ood().sample(n, seed)
         except Exception: self.target_ood = None          # a user's records have no OOD variant
-        self.forget = {t: get_task(t).sample(n, seed) for t in forget_tasks if t != task.name}
-        self.texts = mixture_examples(PRETRAIN_TASKS, 2 * n, seed=seed)
+        self.forget = {get_task(t).name: get_task(t).for_tokenizer(tok).sample(n, seed)
+                       for t in forget_tasks if get_task(t).name != task.name}
+        self.texts = read_texts(forget_text, 2 * n) if forget_text else mixture_examples(PRETRAIN_TASKS, 2 * n, seed=seed)
 
     @torch.no_grad()
     def __call__(self, model, step:int) -> dict:
@@ -537,10 +540,12 @@ def finetune(base='llama', # zoo name, local HF model directory or hub id (recor
     unknown = sorted(set(kw) - set(TrainConfig.fields()))
     if unknown: raise TypeError(f'Unknown fine-tuning option(s) {unknown}; valid: {", ".join(TrainConfig.fields())}.')
     tsk = get_task(task)
+    if kw.get('forget_text') is not None: kw['forget_text'] = str(Path(kw['forget_text']).resolve())
     if isinstance(mask, (str, Path)): kw['mask'] = str(mask)
     elif mask is not None: kw['mask'] = 'mask.safetensors'
-    cfg = TrainConfig(base=model_ref(base), task=tsk.name, method=method, **kw)   # every setting is checked here
-    out = Path(out or Path('runs') / f'{cfg.task}-{cfg.method}')
+    # a data file is recorded by its absolute path, so the run reloads anywhere the file is
+    cfg = TrainConfig(base=model_ref(base), task=getattr(tsk, 'source', None) or tsk.name, method=method, **kw)   # every setting is checked here
+    out = Path(out or Path('runs') / f'{tsk.name}-{cfg.method}')
     refuse_inside(out, [cfg.base] + ([cfg.mask] if cfg.mask != 'grad' else []), 'run')
     # Everything that can refuse the run is checked before the run directory is made or replaced.
     resuming, replace = _plan(cfg, out, overwrite, resume)
@@ -549,6 +554,7 @@ def finetune(base='llama', # zoo name, local HF model directory or hub id (recor
     model, tok = (copy.deepcopy(model_tok[0]), model_tok[1]) if model_tok else load(cfg.base, allow_pickle=allow_pickle)
     _check_base(model, cfg)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    tsk = tsk.for_tokenizer(tok)                                       # a user's records in the chat template, if the model has one
     train = tsk.sample(cfg.n_train, cfg.seed)
     examples = encode_examples(tok, train.prompt, train.answer, cfg.loss_on, train.get('answer_mask'))
     _check_examples(examples, cfg)
@@ -556,18 +562,18 @@ def finetune(base='llama', # zoo name, local HF model directory or hub id (recor
         rng = np.random.default_rng(stable_seed(purpose, cfg.seed, step))
         return pack_examples(examples, rng.integers(0, len(examples), cfg.batch_size * cfg.seq_len // 2),
                              cfg.batch_size, cfg.seq_len, pad)
-    monitor = Monitor(tok, tsk, cfg.forget_tasks, cfg.n_eval)
+    monitor = Monitor(tok, tsk, cfg.forget_tasks, cfg.n_eval, forget_text=cfg.forget_text)
     masks = None
     if cfg.method == 'sparse':
         if resuming: masks = _check_mask(_load_mask(out / 'mask.safetensors'), model)
         elif mask is not None and not isinstance(mask, (str, Path)): masks = _check_mask(mask, model)
         elif cfg.mask != 'grad': masks = _check_mask(_load_mask(cfg.mask), model)
-    plot = LivePlot(title=f'{cfg.method} on {cfg.task}: learning and forgetting', steps=cfg.steps) if live else None
+    plot = LivePlot(title=f'{cfg.method} on {tsk.name}: learning and forgetting', steps=cfg.steps) if live else None
     if plot is not None: plot.show()                                 # on screen before the first evaluation
     if resuming: row0 = None
     elif plot is None: row0 = monitor(model, 0)                      # the unmodified base
     else:
-        with plot.status.busy(f'evaluating the base (step 0) on {cfg.task} and the pre-training tasks'): row0 = monitor(model, 0)
+        with plot.status.busy(f'evaluating the base (step 0) on {tsk.name} and the forgetting measures'): row0 = monitor(model, 0)
     if cfg.method == 'sparse':
         if masks is None:
             masks = grad_mask(model, [batch(i, 'grad_mask')[:2] for i in range(8)], trainable_params(model, cfg), cfg.density)
@@ -599,7 +605,7 @@ def finetune(base='llama', # zoo name, local HF model directory or hub id (recor
         _write_status(out, 'running', start)
         if plot is not None: plot.update(Run(out).metrics)
         from tqdm.auto import tqdm
-        bar = tqdm(range(start, cfg.steps), desc=f'{cfg.method} on {cfg.task}', disable=not progress,
+        bar = tqdm(range(start, cfg.steps), desc=f'{cfg.method} on {tsk.name}', disable=not progress,
                    initial=start, total=cfg.steps)
         model.train()
         for step in bar:
@@ -703,7 +709,7 @@ class LivePlot:
 
 def _empty_metrics(m): return m if m is not None and len(m) else pd.DataFrame(columns=['step', 'task_acc', 'pre_acc', 'lm_loss'])
 
-# %% ../nbs/20_train.ipynb 56
+# %% ../nbs/20_train.ipynb 58
 class FtlabCallback(TrainerCallback):
     "ftlab's evaluation, forgetting and snapshots for a HF `Trainer`: `Trainer(..., callbacks=[FtlabCallback(tok, 'sort')])`."
     def __init__(self, tok, task, out:str|Path|None=None, eval_every:int=50, save_every:int|None=None,
