@@ -297,7 +297,7 @@ def task_from_file(path:str|Path, # a jsonl, json, csv or parquet file of record
     df = read_table(p)
     missing = [c for c in (prompt, answer) if c not in df]
     if missing: raise FtlabError(f'{p}: no column {", ".join(map(repr, missing))}; its columns are {short(list(df.columns))}. '
-                                 f'Pass prompt=/answer= with the names of your columns.')
+                                 "Rename those columns to 'prompt' and 'answer', or give the task as task_from_file(path, prompt=..., answer=...).")
     df = df.rename(columns={prompt: 'prompt', answer: 'answer'})
     empty = df.prompt.isna() | df.answer.isna() | (df.answer.astype(str).str.strip() == '')
     if empty.any(): raise FtlabError(f'{p}: record {int(np.argmax(empty.to_numpy())) + 1} has an empty prompt or answer '
