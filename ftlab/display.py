@@ -86,10 +86,10 @@ def first_draw(status:Status):
 class Panel(W.VBox):
     "The root of an ftlab widget: a VBox (classes `ftlab-widget`, `ftlab-<name>`) whose saved output also holds its figures as static HTML."
     def __init__(self, name:str, # the widget's name ('merge', 'intruders', ...)
-                 children:list, # controls, status lines and `FigureWidget`s, top to bottom
-                 status:Status|None=None, **kw):
+                 children:list, # controls, a `Status` and `FigureWidget`s, top to bottom
+                 **kw):
         super().__init__(children=[c.html if isinstance(c, Status) else c for c in children], **kw)
-        self.name, self.status = name, status
+        self.name, self.status = name, next((c for c in children if isinstance(c, Status)), None)
         self.add_class('ftlab-widget'); self.add_class(f'ftlab-{name}')
     def figures(self) -> list[go.FigureWidget]:
         "The `FigureWidget`s in the panel, top to bottom (inside boxes too)."

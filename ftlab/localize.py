@@ -175,12 +175,12 @@ def _model_tok(pair, model_tok):
         return load(str(src))
     raise LocalizeError('Grafting runs the model, and this pair holds weights only: pass model_tok=(base model, tokenizer).')
 
-def _task_frame(task, n, seed):
+def _task_frame(task, n, seed, tok):
     if isinstance(task, pd.DataFrame):
         miss = {'prompt', 'answer'} - set(task.columns)
         if miss: raise LocalizeError(f'The task table lacks column(s) {sorted(miss)}: give prompt and answer columns.')
         return task.reset_index(drop=True)
-    return get_task(task).sample(n, seed)
+    return get_task(task).for_tokenizer(tok).sample(n, seed)   # a user's records in the chat template, as in training
 
 def _check_answers(tok, df, what):
     "Every answer must encode to at least one token the tokenizer knows."
@@ -224,7 +224,7 @@ def graft(pair, # ModelPair, or (base, fine-tune): zoo names, dirs, modules; a `
     check_number(lr, 'lr', 0, open_lo=True, error=LocalizeError); check_number(sigmoid_bias, 'sigmoid_bias', error=LocalizeError)
     pair = as_pair(pair, adapter); names = names or graft_names(pair)
     model, tok = _model_tok(pair, model_tok)
-    tr, va = _task_frame(task, n_train, seed), _task_frame(task, n_val, seed + 1)
+    tr, va = _task_frame(task, n_train, seed, tok), _task_frame(task, n_val, seed + 1, tok)
     _check_answers(tok, tr, 'training')
     params = dict(model.named_parameters())
     missing = [n for n in names if n not in params]
@@ -441,5 +441,5 @@ def graft_widget(ev:pd.DataFrame, # graft_eval of a sweep
         status.show(f'{m.count:,} grafted entries ({m.density:.2e} of {m.numel:,}); base patch {m.meta.get("base_patch")}, '
                     f'best step {m.meta.get("best_step")}')
     sl.observe(draw, 'value'); draw()
-    return Panel('graft', [sl, status, bars, heat], status=status)
+    return Panel('graft', [sl, status, bars, heat])
 

@@ -989,5 +989,5 @@ def merge_widget(study:MergeStudy, methods=('task_arithmetic', 'ties', 'dare_tie
         status.done(f'{title}: LM loss {float(lm.iloc[0]):.3f}' if len(lm) else title)
     for w in (meth, lam, dens, alpha): w.observe(draw, 'value')
     with first_draw(status): draw()
-    return Panel('merge', [W.HBox([meth, lam]), W.HBox([dens, alpha]), status, bars, curve], status=status)
+    return Panel('merge', [W.HBox([meth, lam]), W.HBox([dens, alpha]), status, bars, curve])
 

@@ -751,6 +751,6 @@ def patch_widget(model, tok, clean, corrupt=None, # aligned prompts, as for `act
         show_head(int(b.layer), int(b['head']))
     for w in (ex, comp, met): w.observe(draw, 'value')
     with first_draw(status): draw()
-    box = Panel('patch', [W.HBox([ex, comp, met]), status, pos_fig, head_fig, attn_fig], status=status)
+    box = Panel('patch', [W.HBox([ex, comp, met]), status, pos_fig, head_fig, attn_fig])
     box.state, box.show_head = state, show_head
     return box

@@ -758,5 +758,5 @@ def intruder_widget(results:dict|Intruders): # {label: Intruders} (e.g. one per 
     run.observe(pick, 'value')
     for w in (layer, module, k, eps): w.observe(draw, 'value')
     pick()
-    return Panel('intruders', [W.HBox([run, layer, module]), W.HBox([k, eps]), status, heat, bars, curve], status=status)
+    return Panel('intruders', [W.HBox([run, layer, module]), W.HBox([k, eps]), status, heat, bars, curve])
 

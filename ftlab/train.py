@@ -690,7 +690,7 @@ class LivePlot:
     def __init__(self, metrics:pd.DataFrame|None=None, title:str='Learning and forgetting', steps:int|None=None):
         self.title, self.steps, self.status = title, steps, Status()
         self.fig = figure_widget(curves_figure(_empty_metrics(metrics), title))
-        self.panel = Panel('liveplot', [self.status, self.fig], status=self.status)
+        self.panel = Panel('liveplot', [self.status, self.fig])
     def show(self):
         from IPython.display import display
         display(self.panel)
@@ -699,8 +699,9 @@ class LivePlot:
         show_figure(self.fig, curves_figure(_empty_metrics(metrics), self.title))
         if len(metrics):
             r = metrics.iloc[-1]
+            pre = '' if pd.isna(r.get('pre_acc')) else f'forgetting tasks {r.pre_acc:.3f}, '   # none with forget_tasks=()
             self.status.show(f'step {int(r.step)}{f"/{self.steps}" if self.steps else ""}: target accuracy {r.task_acc:.3f}, '
-                             f'pre-training tasks {r.pre_acc:.3f}, LM loss {r.lm_loss:.3f}')
+                             f'{pre}LM loss {r.lm_loss:.3f}')
     def training(self, step:int, loss:float):
         "Show training progress between evaluations."
         tot = f'/{self.steps}' if self.steps else ''
