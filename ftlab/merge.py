@@ -971,7 +971,7 @@ def merge_widget(study:MergeStudy, methods=('task_arithmetic', 'ties', 'dare_tie
     def draw(*_):
         m = meth.value; p = METHODS[m].params; name = METHODS[m].label or m
         lam.disabled, dens.disabled, alpha.disabled = 'lam' not in p, 'density' not in p, m != 'lines'
-        with status.busy(f'merging {models} with {name} ({fmt(kw(m))}) and evaluating it') as step:
+        with status.busy(f'merging {models} with {name} ({fmt(kw(m))}) and evaluating it'):
             ind = study.individual().assign(label=lambda d: d.model)
             cur = study.evaluate(m, **kw(m)).assign(label=f'{name} merge')
         title = f'{name} merge of {models}' + (f' ({fmt(kw(m))})' if kw(m) else '')

@@ -197,8 +197,8 @@ class Monitor:
         self.target = task.sample(n, seed)
         try: self.target_ood = task.ood().sample(n, seed)
         except Exception: self.target_ood = None          # a user's records have no OOD variant
-        self.forget = {get_task(t).name: get_task(t).for_tokenizer(tok).sample(n, seed)
-                       for t in forget_tasks if get_task(t).name != task.name}
+        forget = [get_task(t) for t in forget_tasks]                   # a data file is read once
+        self.forget = {t.name: t.for_tokenizer(tok).sample(n, seed) for t in forget if t.name != task.name}
         self.texts = read_texts(forget_text, 2 * n) if forget_text else mixture_examples(PRETRAIN_TASKS, 2 * n, seed=seed)
 
     @torch.no_grad()
