@@ -38,10 +38,11 @@ test-all: setup smollm2
 	$(BIN)/nbdev_test --n_workers 2 --flags slow --skip_file_re '^([_.]|getting_started)'
 	$(PY) -m pytest -q --runslow tests
 
-# Docs: nbdev_docs (Quarto) where Quarto is installed, else nbconvert renders the processed notebooks.
-# README.md is generated from nbs/index.ipynb in both cases.
+# Docs: the site in _site/ (Sphinx + myst-nb + Furo) from the notebooks' saved outputs; no cell is executed, so
+# nothing trains (see nbs/_site.py). README.md is generated from nbs/index.ipynb. `python nbs/_site.py --execute NB`
+# reruns a notebook and saves its outputs first.
 docs: setup
-	@if command -v quarto >/dev/null; then $(BIN)/nbdev_readme && $(BIN)/nbdev_docs; else $(PY) nbs/_site.py --out _site; fi
+	$(PY) nbs/_site.py --out _site
 
 # Retrain the embedded zoo from scratch (deterministic; see the model cards for the time it takes).
 # OMP_WAIT_POLICY=ACTIVE: stable 2-thread training speed on CPU (threads spin instead of sleeping).

@@ -1,60 +1,41 @@
 #!/usr/bin/env python
-"""Build the ftlab docs site without Quarto.
+"""Build the ftlab docs site with Sphinx, myst-nb and the Furo theme.
 
-    python nbs/_site.py [--out _site] [--force] [--workers N] [--no-proc]
+    python nbs/_site.py [--out _site] [--readme] [--execute [NB ...]] [--slow]
 
-1. Runs nbdev's notebook processing (the step `nbdev_proc_nbs` / `nbdev_docs` run before Quarto):
-   notebooks in nbs/ -> _proc/, with `show_doc` cells added after every `#| export` cell and
-   executed, `#| hide` and exported cells removed, backticked names linked, and the first
-   markdown cell (`# Title` / `> description`) moved into a YAML front-matter raw cell.
-   We call `nbdev.serve.proc_nbs` directly: the `nbdev_proc_nbs` command would first try to
-   download and install Quarto, and would write nbs/_quarto.yml, nbs/sidebar.yml and
-   ftlab/_modidx.py, none of which this fallback needs.
-2. Renders every processed notebook to <out>/<relative path>.html with nbconvert's HTMLExporter
-   (classic cell markup, 'basic' body-only template, no prompts), keeping the saved outputs,
-   inside a shared page with a navigation sidebar; writes <out>/site.css and <out>/plotly.min.js
-   (from the installed plotly package, so figures render offline).
+nbdev's notebooks stay the source of truth. This script never runs a notebook cell (unless you ask with
+--execute): it uses the outputs saved in the notebooks, so a docs build never trains anything.
 
-nbdev ignores this file (its name starts with `_`). Used by the Makefile when `quarto` is missing.
+1. Processing (`process_notebook`), nbs/**.ipynb -> _proc/**.ipynb, in the way nbdev's own processors go:
+   `#| hide` cells and `#|` directive lines removed, `echo: false` / `output: false` honoured, and every
+   `#| export` cell replaced by API entries for the public names it defines. The entries are rendered from
+   the *exported* module (`api_entries`): signature, docstring and a docments parameter table for every
+   public function, class, method, property and constant, as Sphinx Python-domain objects, so they are in
+   the search index, in each page's contents and cross-linkable. Backticked API names in markdown become
+   links. Saved outputs are cleaned (widget views -> their static HTML copy, plotly JSON -> HTML drawn
+   after the deferred plotly.js loads, no warnings, progress bars or temporary paths); `#| slow` cells
+   (the refresh cells of the studies) are collapsed so results come first.
+2. Sphinx (`sphinx-build -b html`, myst-nb with execution off, Furo): search, navigation, per-page contents,
+   previous/next links, copy buttons and [source] links. plotly.js is served once, from _static, and only
+   pages with a figure load it, deferred.
+
+README.md is written from nbs/index.ipynb on every run (as nbdev_readme does). nbdev ignores this file (its
+name starts with `_`). `make docs` runs it.
 """
 from __future__ import annotations
-import argparse, html, json, os, re, shutil, sys, time
+import argparse, ast, dataclasses, html, importlib, inspect, json, os, re, shutil, subprocess, sys, time, typing
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 MARKER = '.ftlab-site'  # marks an output folder this script may clear
+PACKAGE = 'ftlab'
 
-# ---------------------------------------------------------------------------- processing
-
-HASHES = '.ftlab-site-hashes.json'
-
-def process(force:bool=False, workers:int|None=None) -> Path:
-    "Run nbdev's docs processors over nbs/ into _proc/ (incremental unless `force`); return _proc."
-    os.chdir(ROOT)  # nbdev finds settings.ini from the working directory
-    import hashlib
-    from nbdev.config import get_config
-    from nbdev.serve import proc_nbs
-    cfg = get_config()
-    nbs, proc = cfg.nbs_path, cfg.config_path / '_proc'
-    # nbdev's cache compares mtimes with the time the last run *ended*, so a notebook saved while a
-    # build runs is never reprocessed. Key the cache on content instead: drop stale outputs first.
-    hashes = {rel.as_posix(): hashlib.sha256((nbs / rel).read_bytes()).hexdigest() for rel in source_notebooks(nbs)}
-    try: old = json.loads((proc / HASHES).read_text())
-    except (OSError, ValueError): old = {}
-    for rel, h in hashes.items():
-        if force or old.get(rel) != h: (proc / rel).unlink(missing_ok=True)
-    proc_nbs(path=str(nbs), n_workers=workers if workers is not None else min(os.cpu_count() or 1, 4), force=force)
-    for rel in hashes:
-        if not (proc / rel).exists(): sys.exit(f'nbdev processing failed for nbs/{rel}')
-    (proc / HASHES).write_text(json.dumps(hashes, indent=1, sort_keys=True))
-    return proc
+# ---------------------------------------------------------------------------- notebooks and cell options
 
 def source_notebooks(nbs:Path) -> list[Path]:
-    "Notebooks nbdev documents, relative to `nbs` (skips names starting with `_` or `.`, as nbdev does)."
-    from nbdev.doclinks import nbglob
-    return sorted(Path(p).relative_to(nbs) for p in nbglob(nbs, file_glob='*.ipynb', func=Path))
-
-# ---------------------------------------------------------------------------- notebook -> page
+    "Notebooks the site documents, relative to `nbs` (skips names starting with `_` or `.`, as nbdev does)."
+    return sorted(p.relative_to(nbs) for p in nbs.rglob('*.ipynb')
+                  if not any(part.startswith(('_', '.')) for part in p.relative_to(nbs).parts))
 
 _re_dir = re.compile(r'^\s*#\s*\|\s*(.*?)\s*$')
 
@@ -71,258 +52,446 @@ def cell_options(src:str) -> tuple[dict, str]:
 
 def is_false(v) -> bool: return str(v).strip().lower() in ('false', 'no', '0')
 
-_re_attr_link = re.compile(r'\[([^\]\n]+)\]\(([^)\s]+)\)\{([^}\n]*)\}')
-
-def _attrs(s:str) -> str:
-    "Pandoc attributes `{.cls #id key=\"v\"}` as HTML attributes."
-    classes, out = [], []
-    for m in re.finditer(r'(\.[\w-]+)|(#[\w-]+)|([\w-]+)=("[^"]*"|\S+)', s):
-        if m.group(1): classes.append(m.group(1)[1:])
-        elif m.group(2): out.append(f'id="{m.group(2)[1:]}"')
-        else: out.append(f'{m.group(3)}="{html.escape(m.group(4).strip(chr(34)))}"')
-    if classes: out.insert(0, f'class="{" ".join(classes)}"')
-    return ' '.join(out)
-
-def fix_markdown(md:str) -> str:
-    "Turn Pandoc link attributes (nbdev's `[source](url){...}`) into HTML links."
-    def repl(m):
-        cls = ' class="source-link"' if m.group(1) == 'source' else ''
-        return f'<a href="{html.escape(m.group(2))}"{cls} {_attrs(m.group(3))}>{html.escape(m.group(1))}</a>'
-    return _re_attr_link.sub(repl, md)
-
 def _text(v) -> str: return v if isinstance(v, str) else ''.join(v)
 
+def default_exp(cells) -> str|None:
+    for c in cells:
+        m = c['cell_type'] == 'code' and re.search(r'^\s*#\s*\|\s*default_exp\s+(\S+)', _text(c['source']), re.M)
+        if m: return m.group(1)
+    return None
+
+# ---------------------------------------------------------------------------- API entries
+
+_ALIASES = {'pandas': 'pd', 'numpy': 'np'}
+
+def type_name(a) -> str:
+    "A readable annotation: `str | Path | None`, `pd.DataFrame`, `nn.Module`, `Task` (no `__main__.`/module paths)."
+    if a is inspect.Parameter.empty: return ''
+    if isinstance(a, str): s = a
+    elif isinstance(a, type) and not typing.get_args(a):
+        m, q = a.__module__, a.__qualname__
+        if m in ('builtins', 'pathlib', 'typing', 'collections.abc') or m.startswith((PACKAGE + '.', '__main__')): return q
+        top = m.split('.')[0]
+        if top in _ALIASES: return f'{_ALIASES[top]}.{q}'
+        if top == 'torch':
+            import torch
+            if getattr(torch, q, None) is a: return f'torch.{q}'
+            if getattr(torch.nn, q, None) is a: return f'nn.{q}'
+        return f'{m}.{q}' if top != m else f'{top}.{q}'
+    else: s = repr(a) if not isinstance(a, type) else str(a)
+    s = s.replace('NoneType', 'None')
+    s = re.sub(r"<class '([\w.]+)'>", r'\1', s)
+    s = re.sub(r'\b(?:typing|pathlib|collections\.abc|builtins|__main__|' + PACKAGE + r'\.\w+)\.', '', s)
+    s = re.sub(r'\bpandas\.(?:core\.\w+\.)*', 'pd.', s)
+    s = re.sub(r'\bnumpy\.', 'np.', s)
+    s = re.sub(r'\btorch\.nn\.modules\.\w+\.', 'nn.', s)
+    return s
+
+def default_repr(v) -> str:
+    "A default value as Python source, or `…` where its repr is not an expression (`<object at 0x…>`)."
+    if v is inspect.Parameter.empty: return ''
+    r = v.__name__ if inspect.isfunction(v) or inspect.isclass(v) else repr(v)
+    try: ast.parse(r, mode='eval')
+    except SyntaxError: return '…'
+    return r if len(r) <= 60 else r[:57] + '…'
+
+def own_doc(obj) -> str:
+    "The object's own docstring (not one inherited, not a dataclass's generated signature)."
+    d = obj.__dict__.get('__doc__') if inspect.isclass(obj) else getattr(obj, '__doc__', None)
+    if not isinstance(d, str): return ''
+    if inspect.isclass(obj) and re.match(rf'{re.escape(obj.__name__)}\(', d): return ''
+    return inspect.cleandoc(d)
+
+def parameters(f) -> list[inspect.Parameter]:
+    "The parameters a caller passes (no `self`/`cls`)."
+    try: sig = inspect.signature(f)
+    except (TypeError, ValueError): return []
+    ps = list(sig.parameters.values())
+    if ps and ps[0].name in ('self', 'cls') and not isinstance(f, type): ps = ps[1:]
+    return ps
+
+def docments_of(f) -> dict:
+    "Parameter comments (fastcore docments), {} where the source cannot be read."
+    from fastcore.docments import docments
+    try: return {k: v for k, v in docments(f, full=False).items() if v}
+    except Exception: return {}
+
+def _esc(s:str) -> str: return s.replace('|', r'\|').replace('\n', ' ')
+
+def signature_text(name:str, f) -> str:
+    "`name(a: int = 1, *, b: str = 'x') -> T`, as Sphinx's Python domain parses it."
+    try: sig = inspect.signature(f)
+    except (TypeError, ValueError): return name + '()'
+    parts, star = [], False
+    ps = parameters(f)
+    for p in ps:
+        if p.kind == p.KEYWORD_ONLY and not star: parts.append('*'); star = True
+        if p.kind == p.VAR_POSITIONAL: star = True
+        pre = '*' if p.kind == p.VAR_POSITIONAL else '**' if p.kind == p.VAR_KEYWORD else ''
+        s = pre + p.name
+        t = type_name(p.annotation)
+        if t: s += f': {t}'
+        if p.default is not p.empty: s += f' = {default_repr(p.default)}' if t else f'={default_repr(p.default)}'
+        parts.append(s)
+    ret = '' if isinstance(f, type) else type_name(sig.return_annotation)
+    return f'{name}({", ".join(parts)})' + (f' -> {ret}' if ret and ret != 'None' else '')
+
+def param_table(f, link) -> str:
+    "A Markdown table of the parameters: name, type, default and the docments comment."
+    ps = parameters(f)
+    if not ps: return ''
+    docs = docments_of(f)
+    rows = ['| Parameter | Type | Default | Details |', '|---|---|---|---|']
+    for p in ps:
+        pre = '\\*' if p.kind == p.VAR_POSITIONAL else '\\*\\*' if p.kind == p.VAR_KEYWORD else ''
+        t, d = type_name(p.annotation), default_repr(p.default)
+        rows.append(f'| {pre}`{p.name}` | {f"`{_esc(t)}`" if t else ""} | {f"`{_esc(d)}`" if d else ""} '
+                    f'| {_esc(link(docs.get(p.name, "") or ""))} |')
+    return '\n'.join(rows)
+
+def member_kind(cls, name:str):
+    "'method', 'classmethod', 'staticmethod', 'property' or None, for a name in the class's own namespace."
+    v = inspect.getattr_static(cls, name)
+    if isinstance(v, property) or type(v).__name__ == 'cached_property': return 'property'
+    if isinstance(v, classmethod): return 'classmethod'
+    if isinstance(v, staticmethod): return 'staticmethod'
+    if inspect.isfunction(v): return 'method'
+    return None
+
+def public_members(cls) -> list[tuple[str, str]]:
+    "The class's own public methods and properties, in source order: [(name, kind)]."
+    out = []
+    for name in cls.__dict__:
+        if name.startswith('_'): continue
+        k = member_kind(cls, name)
+        if k: out.append((name, k))
+    return out
+
+def fence(directive:str, arg:str, body:str, depth:int=0) -> str:
+    "A MyST directive; `depth` adds backticks so that it can hold directives of lower depth."
+    ticks = '`' * (3 + depth)
+    return f'{ticks}{{{directive}}} {arg}\n{body.strip(chr(10))}\n{ticks}'
+
+def entry(obj, name:str, module:str, link) -> str:
+    "One Sphinx Python-domain entry in MyST: a function, a class (with its public members) or a constant."
+    head = f':module: {module}\n\n'
+    if inspect.isclass(obj):
+        has_init = dataclasses.is_dataclass(obj) or any('__init__' in k.__dict__ or '__new__' in k.__dict__
+                                                         for k in obj.__mro__[:-1] if k.__module__.startswith(PACKAGE))
+        sig = signature_text(name, obj) if has_init else name
+        members = [entry_member(obj, n, k, link) for n, k in public_members(obj)]
+        parts = [link(own_doc(obj)), param_table(obj, link) if has_init else '', *members]
+        return fence('py:class', sig, head + '\n\n'.join(x for x in parts if x), 1)
+    if callable(obj):
+        parts = [link(own_doc(obj)), param_table(obj, link)]
+        return fence('py:function', signature_text(name, obj), head + '\n\n'.join(x for x in parts if x))
+    r = repr(obj)
+    r = r if len(r) <= 100 else r[:97] + '…'
+    return fence('py:data', name, f':module: {module}\n:value: {r}')
+
+def entry_member(cls, name:str, kind:str, link) -> str:
+    "A method or property of a class, nested in the class's entry."
+    obj = inspect.getattr_static(cls, name)
+    if kind == 'property':
+        f = obj.fget if isinstance(obj, property) else obj.func
+        t = type_name(inspect.signature(f).return_annotation) if f else ''
+        return fence('py:property', name, (f':type: {t}\n' if t else '') + '\n' + link(own_doc(f)))
+    f = obj.__func__ if kind in ('classmethod', 'staticmethod') else obj
+    opt = {'classmethod': ':classmethod:\n', 'staticmethod': ':staticmethod:\n'}.get(kind, '')
+    parts = [link(own_doc(f)), param_table(f, link)]
+    return fence('py:method', signature_text(name, f), opt + '\n' + '\n\n'.join(x for x in parts if x))
+
+def defined_names(code:str) -> list[str]:
+    "Top-level names a code cell defines (functions, classes, assigned constants), in order."
+    try: tree = ast.parse(code)
+    except SyntaxError: return []
+    out = []
+    for n in tree.body:
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)): out.append(n.name)
+        elif isinstance(n, ast.Assign): out += [t.id for t in n.targets if isinstance(t, ast.Name)]
+        elif isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name): out.append(n.target.id)
+    return out
+
+class Linker:
+    "Backticked API names in Markdown -> Sphinx cross-references: `intruders`, `Task.sample`, `ftlab.tasks.TASKS`."
+    def __init__(self, modules:list[str]):
+        self.targets, seen = {}, {}
+        for m in modules:
+            mod = importlib.import_module(f'{PACKAGE}.{m}')
+            self.targets[f'{PACKAGE}.{m}'] = (f'{PACKAGE}.{m}', 'mod')
+            for n in getattr(mod, '__all__', []):
+                obj = getattr(mod, n, None)
+                fq = f'{PACKAGE}.{m}.{n}'
+                role = 'class' if inspect.isclass(obj) else 'func' if callable(obj) else 'data'
+                seen.setdefault(n, []).append((fq, role))
+                self.targets[fq] = self.targets[f'{m}.{n}'] = (fq, role)
+                if inspect.isclass(obj):
+                    for mn, k in public_members(obj):
+                        r = 'attr' if k == 'property' else 'meth'
+                        self.targets[f'{n}.{mn}'] = self.targets[f'{fq}.{mn}'] = (f'{fq}.{mn}', r)
+        self.short = seen
+        self.module = None
+
+    def target(self, name:str):
+        name = name.removesuffix('()')
+        if name in self.targets: return self.targets[name]
+        opts = self.short.get(name, [])
+        if len(opts) == 1: return opts[0]
+        here = [o for o in opts if self.module and o[0].startswith(f'{PACKAGE}.{self.module}.')]
+        return here[0] if len(here) == 1 else None
+
+    _re_code = re.compile(r'(?<![`\w{])`([A-Za-z_][\w.]*(?:\(\))?)`(?!`)')
+
+    def __call__(self, md:str) -> str:
+        if not md: return md
+        out, in_fence = [], False
+        for line in md.split('\n'):
+            if re.match(r'\s*(```|~~~)', line): in_fence = not in_fence; out.append(line); continue
+            if in_fence: out.append(line); continue
+            def repl(m):
+                t = self.target(m.group(1))
+                if t is None: return m.group(0)
+                title = m.group(1).replace('<', r'\<')
+                return f'{{py:{t[1]}}}`{title} <{t[0]}>`'
+            # not inside link text `[...]` already
+            parts = re.split(r'(\[[^\]]*\]\([^)]*\))', line)
+            out.append(''.join(p if p.startswith('[') and '](' in p else self._re_code.sub(repl, p) for p in parts))
+        return '\n'.join(out)
+
+def api_entries(module:str, names:list[str], link, done:set) -> str:
+    "Entries for the public names of `module` among `names` (each once per page)."
+    mod = importlib.import_module(f'{PACKAGE}.{module}')
+    public = set(getattr(mod, '__all__', []))
+    out = []
+    for n in names:
+        if n not in public or n in done or n.startswith('_'): continue
+        done.add(n)
+        out.append(entry(getattr(mod, n), n, f'{PACKAGE}.{module}', link))
+    return '\n\n'.join(out)
+
+# ---------------------------------------------------------------------------- outputs
+
+_re_tmp = re.compile(r'(?:/private)?/(?:tmp|var/folders/[\w/]+)/tmp[\w.-]+')
+_re_script = re.compile(r'(<script(?:\s+type="text/javascript")?>)(.*?)(</script>)', re.S)
+_re_ext_script = re.compile(r'<script[^>]*\bsrc="https?://[^"]*"[^>]*>\s*</script>')
+_re_warning = re.compile(r'^.*?\w+Warning: .*$|^\s*warnings\.warn\(.*$', re.M)
+
+def clean_paths(s:str) -> str:
+    "Temporary and machine paths out of an output: `/tmp/tmpab12/run` -> `…/run`."
+    s = _re_tmp.sub('…', s)
+    s = s.replace(str(ROOT) + '/', '').replace(str(Path.home()) + '/', '~/')
+    return s
+
+def defer_plotly(h:str) -> str:
+    "Plotly's inline scripts run after the deferred plotly.js has loaded (on DOMContentLoaded); no CDN copies."
+    h = _re_ext_script.sub('', h)
+    def repl(m):
+        body = m.group(2)
+        if 'Plotly.' not in body: return m.group(0)
+        return f"{m.group(1)}document.addEventListener('DOMContentLoaded', function () {{{body}}});{m.group(3)}"
+    return _re_script.sub(repl, h)
+
 def plotly_html(fig:dict, div_id:str) -> str:
-    "A figure from its `application/vnd.plotly.v1+json` data; needs plotly.min.js on the page."
     import plotly.io as pio
     return pio.to_html(fig, include_plotlyjs=False, include_mathjax=False, full_html=False, div_id=div_id,
                        validate=False, default_width='100%')
 
-_re_ext_script = re.compile(r'<script[^>]*\bsrc="https?://[^"]*"[^>]*>\s*</script>')
+def clean_outputs(outputs:list, page_id:str, counter:list) -> list:
+    "Saved outputs as the site shows them (see the module docstring)."
+    outs = []
+    for o in outputs:
+        if o.get('output_type') == 'stream':
+            t = re.sub(r'[^\n]*\r(?!\n)', '', _text(o.get('text', '')))   # a terminal's view: \r replaces the line
+            if o.get('name') == 'stderr':
+                t = _re_warning.sub('', t)
+                t = '\n'.join(l for l in t.split('\n') if not re.search(r'\d+%\|.*\|.*(it/s|s/it)', l))
+            t = clean_paths(t)
+            if not t.strip(): continue
+            o['text'] = t
+        elif o.get('output_type') == 'error':
+            o['traceback'] = [clean_paths(l) for l in o.get('traceback', [])]
+        data = o.get('data')
+        if data is not None:
+            data.pop('application/vnd.jupyter.widget-view+json', None)   # no widget manager on a static page
+            if 'application/vnd.plotly.v1+json' in data:
+                counter[0] += 1
+                data['text/html'] = plotly_html(data.pop('application/vnd.plotly.v1+json'), f'{page_id}-fig{counter[0]}')
+            for k in list(data):
+                if k.startswith('text/') or k == 'application/javascript': data[k] = clean_paths(_text(data[k]))
+            if 'text/html' in data:
+                h = data['text/html']
+                if 'Plotly.' in h: data['text/html'] = defer_plotly(h)
+                data.pop('text/plain', None) if re.match(r'\s*(VBox|HBox|Panel|FigureWidget)\(', data.get('text/plain', '')) else None
+            if not data or (list(data) == ['text/plain'] and not data['text/plain'].strip()): continue
+            if list(data) == ['text/plain'] and re.match(r'\s*(VBox|HBox|Panel|FigureWidget|HTML)\(', data['text/plain']):
+                continue   # a widget saved without its static copy: its text repr is not content
+        outs.append(o)
+    return outs
 
-def prepare(nb, page_id:str) -> dict:
-    "Apply cell options, fix markdown, make plotly figures self-contained; return the front matter."
-    import yaml
-    fm, cells, n_fig = {}, [], 0
-    for cell in nb.cells:
-        src = _text(cell.get('source', ''))
-        if cell.cell_type == 'raw':
-            if src.lstrip().startswith('---'):
-                fm.update(yaml.safe_load(src.strip().strip('-')) or {})
+# ---------------------------------------------------------------------------- notebook -> page
+
+def process_notebook(src:Path, rel:Path, link:Linker) -> dict:
+    "A source notebook as the site's notebook (nbformat JSON), without running anything."
+    nb = json.loads(src.read_text(encoding='utf-8'))
+    module = default_exp(nb['cells'])
+    link.module = module
+    page_id = re.sub(r'\W+', '-', rel.with_suffix('').as_posix())
+    cells, done, counter, titled = [], set(), [0], False
+    def md(s, **meta): cells.append(dict(cell_type='markdown', metadata=meta, source=s, id=f'{page_id}-{len(cells)}'[-64:]))
+    for c in nb['cells']:
+        s = _text(c['source'])
+        if c['cell_type'] == 'markdown':
+            if not titled and re.match(r'\s*#\s', s):   # nbdev's title cell: `# Title` then `> description`
+                titled = True
+                m = re.match(r'\s*(#\s[^\n]*)\n*(?:>\s*(.*?))?(\n\n.*)?$', s, re.S)
+                head, desc, rest = m.group(1), m.group(2), m.group(3) or ''
+                s = head + ('\n\n{.ftlab-lead}\n' + re.sub(r'\n>\s*', ' ', desc.strip()) if desc else '') + rest
+                md(link(s))
+                if module: md(f'```{{py:module}} {PACKAGE}.{module}\n```')   # the module's target (`{py:mod}` links, search)
                 continue
-            cells.append(cell); continue
-        if cell.cell_type == 'markdown':
-            if src.strip().startswith('<!-- WARNING: THIS FILE WAS AUTOGENERATED!'): continue
-            cell.source = fix_markdown(src)
-            cells.append(cell); continue
-        opts, code = cell_options(src)
-        if 'hide' in opts or is_false(opts.get('include', 'true')): continue
-        cell.source = code
-        md = cell.setdefault('metadata', {})
-        if is_false(opts.get('echo', 'true')) or not code.strip():
-            md.setdefault('transient', {})['remove_source'] = True
-            md['tags'] = list(md.get('tags', [])) + ['no-input']  # -> class celltag_no-input
-        if is_false(opts.get('output', 'true')): cell.outputs = []
-        outs = []
-        for o in cell.get('outputs', []):
-            if o.get('output_type') == 'stream':  # what a terminal shows: text after a bare \r replaces the line
-                o['text'] = re.sub(r'[^\n]*\r(?!\n)', '', _text(o.get('text', '')))
-                if not o['text']: continue
-            data = o.get('data')
-            if data is not None:
-                data.pop('application/vnd.jupyter.widget-view+json', None)  # no widget manager offline
-                if 'application/vnd.plotly.v1+json' in data:
-                    n_fig += 1
-                    data['text/html'] = plotly_html(data.pop('application/vnd.plotly.v1+json'), f'{page_id}-fig{n_fig}')
-                elif 'text/html' in data and 'Plotly.newPlot' in _text(data['text/html']):
-                    # plotly's notebook renderers: use our local plotly.js, not a CDN copy or CDN MathJax
-                    data['text/html'] = _re_ext_script.sub('', _text(data['text/html']))
-                if 'text/markdown' in data: data['text/markdown'] = fix_markdown(_text(data['text/markdown']))
-                if not data or (list(data) == ['text/plain'] and not _text(data['text/plain']).strip()):
-                    continue   # nothing left, or the emptied output of a widget's progress line (ftlab.display.first_draw)
-            outs.append(o)
-        cell.outputs = outs
-        if md.get('transient', {}).get('remove_source') and not outs: continue
-        cells.append(cell)
-    nb.cells = cells
-    nb.metadata.pop('widgets', None)
-    if 'title' not in fm:  # no front matter: title from the first H1
-        for c in nb.cells:
-            m = c.cell_type == 'markdown' and re.search(r'^#\s+(.+?)\s*$', c.source, re.M)
-            if m: fm['title'] = m.group(1); break
-    return fm
+            md(link(s)); continue
+        if c['cell_type'] != 'code': continue
+        opts, code = cell_options(s)
+        if 'default_exp' in opts or 'hide' in opts or is_false(opts.get('include', 'true')) or 'exporti' in opts: continue
+        exported = 'export' in opts or 'exports' in opts
+        if exported and module:
+            names = defined_names(code)
+            mod = opts.get('export') or opts.get('exports') or module
+            api = api_entries(mod.split()[0] if mod else module, names, link, done)
+            if 'exports' in opts and code.strip(): cells.append(code_cell(code, [], page_id, len(cells), {}))
+            if api: md(api)
+            continue
+        tags = []
+        if is_false(opts.get('echo', 'true')): tags.append('remove-input')
+        outs = [] if is_false(opts.get('output', 'true')) else clean_outputs(c.get('outputs', []), page_id, counter)
+        if 'slow' in opts: tags.append('hide-input' if outs else 'hide-cell')   # refresh cells: results come first
+        if not code.strip() and not outs: continue
+        if 'remove-input' in tags and not outs: continue
+        cells.append(code_cell(code, outs, page_id, len(cells), {'tags': tags} if tags else {}))
+    meta = {'kernelspec': {'display_name': 'Python 3', 'language': 'python', 'name': 'python3'},
+            'language_info': {'name': 'python', 'pygments_lexer': 'ipython3'}}
+    return dict(cells=cells, metadata=meta, nbformat=4, nbformat_minor=5)
 
-def slug(s:str) -> str:
-    "Quarto-style heading id (what nbdev's doc links point at: `#task`, `#task.sample`)."
-    s = re.sub(r'<[^>]+>', '', html.unescape(s)).strip().lower()
-    return re.sub(r'\s+', '-', re.sub(r'[^\w\s.-]', '', s))
-
-_re_heading = re.compile(r'<h([1-6]) id="([^"]*)">(.*?)<a class="anchor-link" href="#[^"]*">', re.S)
-
-def fix_html(body:str, rel_href) -> str:
-    "Quarto-style heading ids, and absolute doc links rewritten to pages of this site."
-    def heading(m):
-        i = slug(m.group(3)) or m.group(2) or 'section'
-        return f'<h{m.group(1)} id="{i}">{m.group(3)}<a class="anchor-link" href="#{i}">'
-    body = _re_heading.sub(heading, body)
-    return rel_href(body)
+def code_cell(code, outs, page_id, i, meta):
+    return dict(cell_type='code', execution_count=None, metadata=meta, outputs=outs, source=code,
+                id=f'{page_id}-{i}'[-64:])
 
 # ---------------------------------------------------------------------------- site
 
+SECTIONS = [('0', 'Foundation'), ('1', 'Evaluation and the zoo'), ('2', 'Pillars'), ('3', 'Report and study'),
+            ('4', 'Command line'), ('tutorials', 'Tutorials'), ('studies', 'Studies')]
+
+def toctree(rels:list[Path]) -> str:
+    "Hidden toctrees for the index page: the sidebar's sections, in the notebooks' order."
+    out = []
+    for key, caption in SECTIONS:
+        docs = [r for r in rels if (r.parts[0] == key if len(r.parts) > 1 else len(r.parts) == 1 and r.stem[:1] == key
+                                    and key.isdigit())]
+        if docs:
+            out.append('```{toctree}\n:hidden:\n:caption: ' + caption + '\n\n'
+                       + '\n'.join(r.with_suffix('').as_posix() for r in docs) + '\n```')
+    return '\n\n'.join(out)
+
+CONF = '''# Generated by nbs/_site.py: Sphinx configuration of the ftlab docs site.
+import inspect, importlib, os
+project = {title!r}
+author = {author!r}
+copyright = {copyright!r}
+html_title = {title!r}
+extensions = ['myst_nb', 'sphinx_copybutton', 'sphinx.ext.linkcode']
+nb_execution_mode = 'off'          # the notebooks' saved outputs; a docs build never runs a cell
+nb_merge_streams = True
+myst_enable_extensions = ['colon_fence', 'attrs_block', 'attrs_inline', 'dollarmath', 'deflist']
+myst_heading_anchors = 4
+html_theme = 'furo'
+html_static_path = ['_static']
+html_css_files = ['ftlab.css']
+html_copy_source = False
+html_show_sourcelink = False
+html_last_updated_fmt = None
+add_module_names = False
+python_maximum_signature_line_length = 80
+toc_object_entries_show_parents = 'hide'
+copybutton_exclude = '.linenos, .gp, .go'
+suppress_warnings = ['mystnb.unknown_mime_type']
+html_theme_options = dict(source_repository={git_url!r} + '/', source_branch={branch!r}, source_directory='nbs/',
+                          top_of_page_buttons=['view'],
+                          footer_icons=[dict(name='GitHub', url={git_url!r}, class_='',
+                                             html='<svg viewBox="0 0 16 16" height="1em" width="1em" fill="currentColor"><path d="M8 0C3.58 0 0 3.58 0 8c0 3.54 2.29 6.53 5.47 7.59.4.07.55-.17.55-.38 0-.19-.01-.82-.01-1.49-2.01.37-2.53-.49-2.69-.94-.09-.23-.48-.94-.82-1.13-.28-.15-.68-.52-.01-.53.63-.01 1.08.58 1.23.82.72 1.21 1.87.87 2.33.66.07-.52.28-.87.51-1.07-1.78-.2-3.64-.89-3.64-3.95 0-.87.31-1.59.82-2.15-.08-.2-.36-1.02.08-2.12 0 0 .67-.21 2.2.82.64-.18 1.32-.27 2-.27.68 0 1.36.09 2 .27 1.53-1.04 2.2-.82 2.2-.82.44 1.1.16 1.92.08 2.12.51.56.82 1.27.82 2.15 0 3.07-1.87 3.75-3.65 3.95.29.25.54.73.54 1.48 0 1.07-.01 1.93-.01 2.2 0 .21.15.46.55.38A8.013 8.013 0 0016 8c0-4.42-3.58-8-8-8z"></path></svg>')])
+
+def linkcode_resolve(domain, info):
+    "[source] links to the exported module on the repository."
+    if domain != 'py' or not info.get('module'): return None
+    try:
+        obj = importlib.import_module(info['module'])
+        for part in info['fullname'].split('.'): obj = getattr(obj, part)
+        obj = inspect.unwrap(getattr(obj, 'fget', obj))
+        lines, start = inspect.getsourcelines(obj)
+    except Exception: return None
+    path = info['module'].replace('.', '/') + '.py'
+    return f'{git_url}/blob/{branch}/{{path}}#L{{start}}-L{{start + len(lines) - 1}}'
+
+def add_plotly(app, pagename, templatename, context, doctree):
+    "plotly.js (from _static, deferred) on the pages that draw a figure, and only there."
+    if 'plotly-graph-div' in context.get('body', ''):
+        app.add_js_file('plotly.min.js', loading_method='defer')
+
+def setup(app):
+    app.connect('html-page-context', add_plotly)
+'''
+
 CSS = """
-:root { --side: 250px; --fg: #1f2328; --muted: #59636e; --line: #d1d9e0; --code-bg: #f6f8fa; --accent: #0969da; }
-* { box-sizing: border-box; }
-body { margin: 0; color: var(--fg); background: #fff; font: 16px/1.55 -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
-a { color: var(--accent); text-decoration: none; } a:hover { text-decoration: underline; }
-nav.sidebar { position: fixed; top: 0; left: 0; bottom: 0; width: var(--side); overflow-y: auto; padding: 20px 16px;
-  background: #f6f8fa; border-right: 1px solid var(--line); font-size: 15px; }
-nav.sidebar .site-title { font-size: 20px; font-weight: 700; margin-bottom: 2px; } nav.sidebar .site-title a { color: var(--fg); }
-nav.sidebar .site-desc { color: var(--muted); font-size: 13px; line-height: 1.4; margin-bottom: 16px; }
-nav.sidebar ul { list-style: none; margin: 0; padding: 0; } nav.sidebar li { margin: 1px 0; }
-nav.sidebar li a { display: block; padding: 4px 8px; border-radius: 6px; color: var(--fg); }
-nav.sidebar li a:hover { background: #eaeef2; text-decoration: none; }
-nav.sidebar li a.active { background: #ddf4ff; color: var(--accent); font-weight: 600; }
-nav.sidebar .section { margin: 14px 0 4px; padding: 0 8px; color: var(--muted); font-size: 12px; font-weight: 600;
-  text-transform: uppercase; letter-spacing: .04em; }
-main { margin-left: var(--side); padding: 28px 48px 80px; max-width: calc(var(--side) + 1000px); }
-header.page h1 { font-size: 2.1em; margin: 0 0 .2em; } header.page .description { color: var(--muted); font-size: 1.12em; margin: 0 0 1.5em; }
-h1, h2, h3, h4 { line-height: 1.25; margin: 1.4em 0 .5em; } h2 { border-bottom: 1px solid var(--line); padding-bottom: .25em; }
-a.anchor-link { visibility: hidden; margin-left: .3em; font-size: .8em; color: var(--muted); }
-h1:hover a.anchor-link, h2:hover a.anchor-link, h3:hover a.anchor-link, h4:hover a.anchor-link { visibility: visible; }
-.cell { margin: 10px 0; }
-.input_area { background: var(--code-bg); border: 1px solid var(--line); border-radius: 6px; overflow-x: auto; }
-.input_area pre, .highlight pre { margin: 0; padding: 10px 14px; }
-pre, code { font: 13.5px/1.45 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
-p code, li code, td code { background: var(--code-bg); padding: .1em .35em; border-radius: 4px; font-size: .88em; }
-.output_wrapper { margin: 4px 0 0; padding-left: 14px; border-left: 3px solid #eaeef2; }
-.celltag_no-input .output_wrapper { padding-left: 0; border-left: 0; }
-.output_area pre { margin: 4px 0; padding: 0; overflow-x: auto; white-space: pre; }
-.output_stderr { background: #fff8e6; } .output_error pre { background: #ffebe9; padding: 6px; }
-.rendered_html table, .output_html table { border-collapse: collapse; margin: .6em 0; font-size: 13.5px; }
-.rendered_html th, .rendered_html td { border: 1px solid var(--line); padding: 4px 9px; text-align: right; }
-.rendered_html thead th { background: var(--code-bg); } .rendered_html tbody tr:nth-child(even) { background: #fafbfc; }
-.output_html { overflow-x: auto; }
-/* nbdev show_doc entries */
-.output_markdown hr { border: 0; border-top: 1px solid var(--line); margin: 1.6em 0 .2em; }
-.output_markdown h2, .output_markdown h3, .output_markdown h4 { border: 0; margin-top: .3em; font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
-.output_markdown blockquote { margin: .4em 0; } .output_markdown blockquote pre { background: var(--code-bg); padding: 8px 12px; border-radius: 6px; overflow-x: auto; }
-.output_markdown td, .output_markdown th { text-align: left; }
-a.source-link { float: right; font-size: 13px; margin-top: .4em; }
-blockquote { border-left: 3px solid var(--line); margin: 1em 0; padding: 0 1em; color: var(--muted); }
-.output_markdown blockquote { border: 0; padding: 0; color: var(--fg); }
-img { max-width: 100%; }
-footer { margin-top: 4em; color: var(--muted); font-size: 13px; }
-@media (max-width: 800px) { nav.sidebar { position: static; width: auto; border-right: 0; } main { margin-left: 0; padding: 16px; } }
+/* ftlab additions to Furo */
+.ftlab-lead { font-size: 1.15em; color: var(--color-foreground-secondary); margin-top: -.4em; }
+/* wide outputs (tables, figures) scroll inside their box, never the page */
+.cell_output, .output { max-width: 100%; overflow-x: auto; }
+.cell_output .output.text_html { overflow-x: auto; }
+.cell_output table.dataframe { font-size: .8em; border-collapse: collapse; }
+.cell_output table.dataframe th, .cell_output table.dataframe td { padding: .2em .5em; border-bottom: 1px solid var(--color-background-border); text-align: right; }
+.plotly-graph-div { max-width: 100%; }
+dl.py > dd table { font-size: .88em; margin-left: 0; }
+dl.py > dd table td:nth-child(4) { min-width: 14em; }
+.ftlab-static { overflow-x: auto; }
 """
 
-PAGE = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title} – {site}</title>
-<link rel="stylesheet" href="{root}site.css">
-{head}</head>
-<body>
-<nav class="sidebar">
-<div class="site-title"><a href="{root}index.html">{site}</a></div>
-<div class="site-desc">{desc}</div>
-{nav}
-</nav>
-<main>
-<header class="page"><h1 class="title">{title}</h1>{description}</header>
-{body}
-<footer>Built from the notebooks by nbdev + nbconvert (<code>nbs/_site.py</code>).</footer>
-</main>
-</body>
-</html>
-"""
-
-def nav_html(pages, current:Path) -> str:
-    root = '../' * (len(current.parts) - 1)
-    out, section = ['<ul>'], None
-    for p in pages:
-        sec = str(p['html'].parent) if p['html'].parent != Path('.') else None
-        if sec != section:
-            out.append(f'</ul><div class="section">{html.escape(sec)}</div><ul>'); section = sec
-        cls = ' class="active"' if p['html'] == current else ''
-        out.append(f'<li><a href="{root}{p["html"].as_posix()}"{cls}>{html.escape(p["title"])}</a></li>')
-    out.append('</ul>')
-    return '\n'.join(out)
-
-def _order(rel:Path):
-    "index first, then top-level pages, then sub-folders, each sorted by path."
-    return (len(rel.parts) > 1, rel.stem != 'index', rel.as_posix())
-
-def build(out:Path, proc:Path, nbs:Path, cfg) -> list[Path]:
-    import nbformat
-    from nbconvert import HTMLExporter
-    from nbdev.frontmatter import _nbpath2html
-    from pygments.formatters import HtmlFormatter
+def build(out:Path, nbs:Path, cfg, jobs:int=2) -> list[Path]:
+    "Process every notebook into _proc/ and run Sphinx into `out`; the pages written."
     import plotly.offline
-
-    if out.exists():
-        if not (out / MARKER).exists() and any(out.iterdir()):
-            sys.exit(f'{out} exists and was not made by {Path(__file__).name}; remove it or choose --out')
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    (out / MARKER).write_text('built by nbs/_site.py\n')
-
-    pages = []
-    for rel in sorted(source_notebooks(nbs), key=_order):
-        src = proc / rel
-        if not src.exists(): sys.exit(f'{src} missing: nbdev processing failed for nbs/{rel}')
-        page_id = re.sub(r'\W+', '-', rel.with_suffix('').as_posix())
-        d = json.loads(src.read_text(encoding='utf-8'))
-        for i, c in enumerate(d['cells']):  # cells nbdev added have no id: give stable ones, not random
-            if not c.get('id'): c['id'] = f'{page_id}-{i}'[-64:]
-        d['nbformat'], d['nbformat_minor'] = 4, max(d.get('nbformat_minor', 5), 5)
-        nb = nbformat.reads(json.dumps(d), as_version=4)  # (joins multi-line strings, as nbformat.read does)
-        fm = prepare(nb, page_id)
-        html_rel = rel.with_suffix('.html')
-        quarto_rel = rel.parent / fm.get('output-file', _nbpath2html(rel).name)  # where nbdev's links point
-        pages.append(dict(rel=rel, nb=nb, fm=fm, html=html_rel, quarto=quarto_rel.as_posix(),
-                          title=str(fm.get('title') or rel.stem)))
-
-    baseurl = cfg.get('doc_baseurl', '').strip('/')
-    base = cfg.get('doc_host', '').rstrip('/') + ('/' + baseurl if baseurl else '') + '/'  # as in nbdev's doc links
-    targets = {p['quarto']: p['html'] for p in pages} | {p['html'].as_posix(): p['html'] for p in pages}
-    re_link = re.compile(r'href="' + re.escape(base) + r'([^"#]*)(#[^"]*)?"')
-
-    exporter = HTMLExporter(template_name='basic', exclude_input_prompt=True, exclude_output_prompt=True,
-                            anchor_link_text='#')
-    css = CSS + HtmlFormatter(style='default').get_style_defs('.highlight')
-    (out / 'site.css').write_text(css)
-    (out / 'plotly.min.js').write_text(plotly.offline.get_plotlyjs(), encoding='utf-8')
-
-    for p in pages:
-        here = p['html']
-        root = '../' * (len(here.parts) - 1)
-        def rel_href(body, root=root):
-            def repl(m):
-                t = targets.get(m.group(1) or 'index.html')
-                if t is None: return m.group(0)
-                return f'href="{root}{t.as_posix()}{(m.group(2) or "").lower()}"'
-            return re_link.sub(repl, body)
-        body, _ = exporter.from_notebook_node(p['nb'], resources={'metadata': {'name': p['rel'].stem}})
-        body = fix_html(body, rel_href)
-        head = ''
-        if 'plotly-graph-div' in body or 'Plotly.newPlot' in body:
-            head = (f"<script>window.PlotlyConfig = {{MathJaxConfig: 'local'}};</script>\n"
-                    f'<script src="{root}plotly.min.js"></script>\n')
-        desc = p['fm'].get('description')
-        page = PAGE.format(title=html.escape(p['title']), site=html.escape(cfg.title), root=root, head=head,
-                           desc=html.escape(cfg.get('description', '')), nav=nav_html(pages, here),
-                           description=f'<p class="description">{html.escape(str(desc))}</p>' if desc else '',
-                           body=body)
-        dest = out / here
+    stage = cfg.config_path / '_proc'
+    if stage.exists(): shutil.rmtree(stage)
+    (stage / '_static').mkdir(parents=True)
+    rels = sorted(source_notebooks(nbs), key=lambda r: (len(r.parts) > 1, r.stem != 'index', r.as_posix()))
+    modules = [m for m in (default_exp(json.loads((nbs / r).read_text(encoding='utf-8'))['cells']) for r in rels) if m]
+    link = Linker(modules)
+    for rel in rels:
+        nb = process_notebook(nbs / rel, rel, link)
+        if rel.as_posix() == 'index.ipynb':
+            nb['cells'].append(dict(cell_type='markdown', metadata={}, source=toctree([r for r in rels if r != rel]),
+                                    id='index-toctree'))
+        dest = stage / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_text(page, encoding='utf-8')
-    if not any(p['html'] == Path('index.html') for p in pages):  # no index notebook yet: redirect to the first page
-        first = pages[0]['html'].as_posix() if pages else ''
-        (out / 'index.html').write_text(f'<!DOCTYPE html><meta charset="utf-8"><meta http-equiv="refresh" '
-                                        f'content="0; url={first}"><a href="{first}">{first}</a>\n')
-    return [p['html'] for p in pages]
+        dest.write_text(json.dumps(nb, indent=1, ensure_ascii=False), encoding='utf-8')
+    (stage / '_static' / 'plotly.min.js').write_text(plotly.offline.get_plotlyjs(), encoding='utf-8')
+    (stage / '_static' / 'ftlab.css').write_text(CSS)
+    (stage / 'conf.py').write_text(CONF.format(title=cfg.title, author=cfg.author, copyright=cfg.copyright,
+                                                 git_url=cfg.git_url, branch=cfg.get('branch', 'main')))
+    if out.exists() and not (out / MARKER).exists() and any(out.iterdir()):
+        sys.exit(f'{out} exists and was not made by {Path(__file__).name}; remove it or choose --out')
+    tmp = out.with_name(out.name + '.building')   # built aside, then swapped in: a failed build leaves `out` as it was
+    shutil.rmtree(tmp, ignore_errors=True)
+    sphinx = Path(sys.executable).parent / 'sphinx-build'
+    r = subprocess.run([str(sphinx), '-b', 'html', '-q', '-W', '--keep-going', '-j', str(jobs), '-d',
+                        str(stage / '.doctrees'), str(stage), str(tmp)], cwd=ROOT)
+    if r.returncode:
+        shutil.rmtree(tmp, ignore_errors=True)
+        sys.exit(f'sphinx-build failed (exit {r.returncode}); see the warnings above')
+    (tmp / MARKER).write_text('built by nbs/_site.py\n')
+    (tmp / '.nojekyll').write_text('')
+    if out.exists(): shutil.rmtree(out)
+    tmp.rename(out)
+    return [r.with_suffix('.html') for r in rels]
+
+# ---------------------------------------------------------------------------- README, execution
 
 def readme(nbs:Path, dest:Path) -> Path:
     "Render nbs/index.ipynb (hidden cells dropped, saved outputs kept) to Markdown at `dest`, as nbdev_readme does."
@@ -343,7 +512,6 @@ def execute(nbs:Path, names=None, slow_too:bool=False) -> None:
     "Run the source notebooks (cells flagged `#| slow` skipped unless `slow_too`, keeping their saved outputs) and save their outputs, then nbdev_clean them."
     from execnb.nbio import read_nb, write_nb
     from execnb.shell import CaptureShell
-    import subprocess
     for rel in source_notebooks(nbs):
         if names and rel.stem not in names: continue
         path = nbs / rel
@@ -365,9 +533,7 @@ def main(argv=None):
                     help='first run the notebooks (all, or the named stems) and save their outputs')
     ap.add_argument('--slow', action='store_true', help='with --execute: run the `#| slow` cells too')
     ap.add_argument('--out', default='_site', help='output folder (relative to the repo root), default _site')
-    ap.add_argument('--force', action='store_true', help='reprocess every notebook (ignore the _proc cache)')
-    ap.add_argument('--workers', type=int, default=None, help='nbdev processing workers (default: cores, at most 4)')
-    ap.add_argument('--no-proc', action='store_true', help='render the existing _proc/ without reprocessing')
+    ap.add_argument('--jobs', type=int, default=2, help='Sphinx processes (default 2)')
     a = ap.parse_args(argv)
     t0 = time.time()
     os.chdir(ROOT)
@@ -377,11 +543,7 @@ def main(argv=None):
     if a.execute is not None: execute(cfg.nbs_path, a.execute, a.slow)
     readme(cfg.nbs_path, ROOT / 'README.md'); print('README.md written from nbs/index.ipynb')
     if a.readme: return
-    proc = cfg.config_path / '_proc' if a.no_proc else process(a.force, a.workers)
-    t1 = time.time()
-    pages = build(out, proc, cfg.nbs_path, cfg)
-    t2 = time.time()
-    print(f'{len(pages)} pages in {out} (nbdev processing {t1 - t0:.1f}s, rendering {t2 - t1:.1f}s):')
-    for p in pages: print('  ', p.as_posix())
+    pages = build(out, cfg.nbs_path, cfg, a.jobs)
+    print(f'{len(pages)} pages in {out} in {time.time() - t0:.1f}s (Sphinx + myst-nb + Furo; open {out}/index.html)')
 
 if __name__ == '__main__': main()
