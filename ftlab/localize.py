@@ -23,7 +23,7 @@ __all__ = ['NORMS', 'LocalizeError', 'Mask', 'graft_names', 'top_tau', 'graft', 
            'graft_eval', 'overlap_matrix', 'expected_overlap', 'sparsity_figure', 'mask_map', 'overlap_figure',
            'graft_widget']
 
-# %% ../nbs/23_localize.ipynb 6
+# %% ../nbs/23_localize.ipynb 7
 class LocalizeError(FtlabError):
     "Raised for localization requests that cannot run as asked; the message names the problem and the fix."
 
@@ -134,7 +134,7 @@ def _unpack(d:dict, like:Mask) -> Mask:
     for n, idx in d.items(): out[n].view(-1)[torch.tensor(idx, dtype=torch.long)] = True
     return Mask(out, like.config, meta=dict(kind='base patch'))
 
-# %% ../nbs/23_localize.ipynb 10
+# %% ../nbs/23_localize.ipynb 11
 def graft_names(pair) -> list[str]:
     "The parameters grafting works on: everything inside the transformer blocks (embeddings, final norm, head stay at θ0)."
     cfg = pair.config
@@ -166,7 +166,7 @@ def top_tau(pair, # ModelPair or (base, fine-tune)
         out[n] = m
     return Mask(out, pair.config, meta=dict(kind='base patch', sparsity=sparsity, k=k))
 
-# %% ../nbs/23_localize.ipynb 12
+# %% ../nbs/23_localize.ipynb 13
 def _model_tok(pair, model_tok):
     "A private copy of the base model (and its tokenizer) to set weights in."
     if model_tok is not None: return copy.deepcopy(model_tok[0]), model_tok[1]
@@ -276,7 +276,7 @@ def graft(pair, # ModelPair, or (base, fine-tune): zoo names, dirs, modules; a `
     m.base_patch = b
     return m
 
-# %% ../nbs/23_localize.ipynb 13
+# %% ../nbs/23_localize.ipynb 14
 def apply_mask(pair, # ModelPair or (base, fine-tune)
                mask:Mapping, # name → bool tensor (a `Mask`)
                model=None) -> dict|torch.nn.Module:
@@ -291,7 +291,7 @@ def apply_mask(pair, # ModelPair or (base, fine-tune)
     model.load_state_dict(out, strict=False)
     return model
 
-# %% ../nbs/23_localize.ipynb 15
+# %% ../nbs/23_localize.ipynb 16
 def planted_skill(seed:int=0, steps:int=300, n_facts:int=8, density:float=0.2, lr:float=3e-2):
     "A (base, fine-tune, task, R, D) test case: a skill trained into a known sparse set R of a tiny Llama, hidden behind decoys D."
     from ftlab.zoo import tiny_model
@@ -328,7 +328,7 @@ def planted_skill(seed:int=0, steps:int=300, n_facts:int=8, density:float=0.2, l
         for n, m in D.items(): ft[n][m] = p[n][m] + 2 * tau_scale * torch.sign(torch.randn(int(m.sum()), generator=g))
     return base, tok, ft, task, Mask(R, base.config), Mask(D, base.config)
 
-# %% ../nbs/23_localize.ipynb 19
+# %% ../nbs/23_localize.ipynb 20
 def graft_sweep(pair, task, sparsities=(1e-5, 1e-4, 1e-3, 1e-2), # base patch sizes
                 progress:bool=True, **kw) -> dict[float, Mask]:
     "{sparsity: graft(pair, task, sparsity, **kw)}."
@@ -382,7 +382,7 @@ def expected_overlap(a:Mask, b:Mask, norm:str='jaccard') -> float:
     inter = pa * pb * N
     return {'jaccard': inter / (a.count + b.count - inter), 'min': inter / min(a.count, b.count), 'row': inter / a.count}[norm]
 
-# %% ../nbs/23_localize.ipynb 21
+# %% ../nbs/23_localize.ipynb 22
 def sparsity_figure(ev:pd.DataFrame, title:str='Grafting: accuracy and calibration vs sparsity') -> go.Figure:
     "Accuracy and ECE of grafts and base patches vs sparsity (log x), with the fine-tune and base as lines."
     fig = make_subplots(rows=1, cols=2, subplot_titles=('accuracy', 'ECE (10 equal-width bins)'))

@@ -27,7 +27,7 @@ __all__ = ['FUSED', 'METHODS', 'MERGEKIT_METHODS', 'MergeError', 'random_prune',
            'read_mergekit', 'merge_adapters', 'MergeStudy', 'loss_barrier', 'greedy_soup', 'task_bars', 'sweep_figure',
            'merge_widget']
 
-# %% ../nbs/22_merge.ipynb 7
+# %% ../nbs/22_merge.ipynb 8
 class MergeError(FtlabError):
     "Raised for merges that cannot run as asked; the message names the problem and the fix."
 
@@ -68,7 +68,7 @@ def elect_sign(deltas:torch.Tensor, # [models, ...] stacked task vectors
     s = deltas.sum(0) if method == 'sum' else deltas.sign().sum(0)
     return torch.where(s >= 0, 1.0, -1.0)
 
-# %% ../nbs/22_merge.ipynb 10
+# %% ../nbs/22_merge.ipynb 11
 FUSED = True          # TIES on CPU through the fused numba kernels when numba is installed (False: the torch path)
 _FUSED_MIN = 1 << 16  # smaller tensors take the torch path
 _prange = range       # numba.prange once the kernels are compiled
@@ -197,7 +197,7 @@ def _ties_fused(base, models, weights, dens, thresholds, lam, consensus, sign_we
            {None: 0, 'weight': 1, 'count': 2}[normalize], out.numpy(), nt)
     return out.view(base.shape)
 
-# %% ../nbs/22_merge.ipynb 12
+# %% ../nbs/22_merge.ipynb 13
 @dataclass
 class TensorCtx:
     "What a per-tensor merge function may need beyond the tensors."
@@ -253,7 +253,7 @@ def methods_table() -> pd.DataFrame:
                               random=m.random, task_vectors=m.task_vectors, mergekit=m.mergekit is not None,
                               reference=m.reference) for m in METHODS.values()])
 
-# %% ../nbs/22_merge.ipynb 14
+# %% ../nbs/22_merge.ipynb 15
 def _per_model(x, n:int, what:str) -> list:
     xs = list(x) if isinstance(x, (list, tuple)) else [x] * n
     if len(xs) != n: raise MergeError(f'{what} has {len(xs)} values for {n} models; give one value or one per model.')
@@ -297,7 +297,7 @@ def disjoint_merge(deltas:torch.Tensor|list, # [models, ...] (sparsified) task v
         _disjoint(wd, wd if sign_weighted else sl, wl, consensus, normalize, out[i:i + _CHUNK])
     return out.view(deltas[0].shape)
 
-# %% ../nbs/22_merge.ipynb 15
+# %% ../nbs/22_merge.ipynb 16
 def _deltas(base, models): return [m.float() - base.float() for m in models]
 
 @merge_method('task_arithmetic', 'Ilharco et al. 2023, arXiv:2212.04089', label='task arithmetic',
@@ -321,7 +321,7 @@ def magnitude_prune_merge(base, models, weights, *, density=0.2, lam:float=1.0, 
     d = [magnitude_prune(x, p) for x, p in zip(_deltas(base, models), _per_model(density, len(models), 'density'))]
     return base.float() + lam * disjoint_merge(d, weights, None, normalize=None)
 
-# %% ../nbs/22_merge.ipynb 16
+# %% ../nbs/22_merge.ipynb 17
 def _ties_prepare(base, models, weights, names, ctxs, params):
     if params.get('trim', 'tensor') != 'model': return {}
     dens = _per_model(params.get('density', 0.2), len(models), 'density')
@@ -355,7 +355,7 @@ def ties(base, models, weights, *, density=0.2, lam:float=1.0, trim:str='tensor'
     d = _trim(_deltas(base, models), dens, th)
     return base.float() + lam * disjoint_merge(d, weights, consensus, sign_weighted, normalize)
 
-# %% ../nbs/22_merge.ipynb 17
+# %% ../nbs/22_merge.ipynb 18
 def _dare(base, models, density, rescale, ctx):
     dens = _per_model(density, len(models), 'density'); _check_density(dens)
     g = ctx.generator if ctx else None
@@ -378,7 +378,7 @@ def dare_ties(base, models, weights, *, density=0.5, lam:float=1.0, rescale:str|
     d = _dare(base, models, density, rescale, ctx)
     return base.float() + lam * disjoint_merge(d, weights, consensus, sign_weighted, normalize)
 
-# %% ../nbs/22_merge.ipynb 18
+# %% ../nbs/22_merge.ipynb 19
 def _crumbs(base, models, density, gamma, scope):
     dens, gam = _per_model(density, len(models), 'density'), _per_model(gamma, len(models), 'gamma')
     _check_density(dens)
@@ -404,7 +404,7 @@ def breadcrumbs_ties(base, models, weights, *, density=0.15, gamma=0.006, scope:
     d = _crumbs(base, models, density, gamma, scope)
     return base.float() + lam * disjoint_merge(d, weights, consensus, sign_weighted, normalize)
 
-# %% ../nbs/22_merge.ipynb 25
+# %% ../nbs/22_merge.ipynb 26
 @merge_method('linear', 'Wortsman et al. 2022 (model soups), arXiv:2203.05482', needs_base=False, label='linear',
               task_vectors=False, mergekit=lambda p: dict(normalize=p.normalize(True)))
 def linear(base, models, weights, *, normalize:bool=True, ctx=None):
@@ -470,7 +470,7 @@ def wise_ft(base, models, weights, *, alpha:float=0.5, ctx=None):
     "(1 − α)·θ0 + α·θ1: weight-space ensembling of the base and one fine-tune."
     return (1 - alpha) * base.float() + alpha * models[0].float()
 
-# %% ../nbs/22_merge.ipynb 29
+# %% ../nbs/22_merge.ipynb 30
 def tensor_seed(seed:int, name:str) -> int:
     "The generator seed of tensor `name` in a merge with `seed`."
     return int.from_bytes(hashlib.sha256(f'{seed}:{name}'.encode()).digest()[:8], 'little') & (2**63 - 1)
@@ -499,7 +499,7 @@ def _n_layers(config, names):
     ls = [int(m.group(1)) for k in names if (m := re.search(r'(?:^|\.)(?:h|layers)\.(\d+)\.', k))]
     return max(ls) + 1 if ls else 1
 
-# %% ../nbs/22_merge.ipynb 30
+# %% ../nbs/22_merge.ipynb 31
 def check_params(method:str, params:dict, n_models:int) -> dict:
     "`params` of merge method `method` after checking: numbers finite (density in (0, 1], gamma in [0, 1)), per-model lists one per model."
     m = METHODS[method]
@@ -518,7 +518,7 @@ def check_params(method:str, params:dict, n_models:int) -> dict:
             else: check_number(x, k, error=MergeError)
     return params
 
-# %% ../nbs/22_merge.ipynb 32
+# %% ../nbs/22_merge.ipynb 33
 def merge(base, # base: model dir, zoo name, nn.Module, dict, Run, Weights (None for linear/soup)
           models:list, # the models to merge: same kinds as `base`, or (base, adapter_dir) pairs
           method:str='task_arithmetic', # a name in METHODS (see `methods_table()`)
@@ -659,7 +659,7 @@ def _version():
     import ftlab
     return ftlab.__version__
 
-# %% ../nbs/22_merge.ipynb 45
+# %% ../nbs/22_merge.ipynb 46
 MERGEKIT_METHODS = tuple(k for k, m in METHODS.items() if m.mergekit)   # the methods ftlab shares with mergekit
 _MK_GLOBAL = {'normalize', 'rescale', 'int8_mask', 'lambda', 't', 'filter_wise', 'weight', 'density', 'gamma'}
 _MK_TOP = {'merge_method', 'base_model', 'models', 'parameters', 'dtype', 'out_dtype', 'tokenizer_source', 'name'}
@@ -739,7 +739,7 @@ def read_mergekit(path:str|Path) -> MergeConfig:
     params = m.mergekit(MergekitParams(path, meth, gp, entries))
     return MergeConfig(meth, base, [x for x, _ in entries], weights, params, cfg.get('out_dtype') or cfg.get('dtype'))
 
-# %% ../nbs/22_merge.ipynb 48
+# %% ../nbs/22_merge.ipynb 49
 def merge_adapters(base, # the base all adapters were trained on (dir, zoo name, nn.Module, Weights)
                    adapters:list, # peft LoRA adapter directories (or Runs)
                    method:str='task_arithmetic', weights:list|None=None,
@@ -801,7 +801,7 @@ def merge_adapters(base, # the base all adapters were trained on (dir, zoo name,
         (dd / 'ftlab_merge.json').write_text(json.dumps(record, indent=1))
     return atomic_dir(out, write, overwrite)
 
-# %% ../nbs/22_merge.ipynb 53
+# %% ../nbs/22_merge.ipynb 54
 def _spec_key(spec:dict) -> str: return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 class MergeStudy:
@@ -901,7 +901,7 @@ class MergeStudy:
             out.append(self._frame(rows, a=a, b=b, alpha=al))
         return pd.concat(out, ignore_index=True)
 
-# %% ../nbs/22_merge.ipynb 54
+# %% ../nbs/22_merge.ipynb 55
 def loss_barrier(curve:pd.DataFrame, tasks:list|None=None) -> float:
     "max_α [L(θα) − ((1−α)L(θa) + αL(θb))] of an `interpolate` curve, L the mean task loss over `tasks`."
     c = curve[curve.task.isin(tasks)] if tasks else curve[curve.task != 'lm_loss']
@@ -926,7 +926,7 @@ def greedy_soup(study:MergeStudy, # the ingredients are its fine-tunes
         log.append(dict(step=i, candidate=l, score=s, kept=kept))
     return soup_, pd.DataFrame(log)
 
-# %% ../nbs/22_merge.ipynb 56
+# %% ../nbs/22_merge.ipynb 57
 def task_bars(df:pd.DataFrame, # rows of MergeStudy.evaluate / individual (task, accuracy), a `label` column per bar group
               title:str='Accuracy per task', y:str='accuracy') -> go.Figure:
     "Grouped bars: accuracy (or `y`) per task for each label."

@@ -20,7 +20,7 @@ __all__ = ['METRICS', 'PatchError', 'Prompts', 'prompts', 'query_pairs', 'entity
            'attr_patch', 'agreement', 'path_patch', 'top_heads', 'faithfulness', 'cmap', 'dcm', 'tuco', 'ftc_scaled',
            'ftc_steer', 'attention_pattern', 'pattern_figure', 'patch_widget']
 
-# %% ../nbs/24_patching.ipynb 6
+# %% ../nbs/24_patching.ipynb 7
 class PatchError(FtlabError):
     "Bad input to a patching function; the message names the problem and the fix."
 
@@ -70,7 +70,7 @@ def prompts(tok, clean, # DataFrame with prompt/answer (e.g. `Task.sample`), or 
         p.corrupt, p.corrupt_ans = cids, cans
     return p
 
-# %% ../nbs/24_patching.ipynb 9
+# %% ../nbs/24_patching.ipynb 10
 _FACT = {'entity': re.compile(r'(\w+) is in Box (\w+)'), 'kv': re.compile(r'(?:^| , )(\w+) (\w+)')}
 
 def query_pairs(task:str='entity', # 'entity' or 'kv'
@@ -97,7 +97,7 @@ def entity_pairs(n:int, n_boxes:int=3, seed:int=0, split:str='id') -> tuple[pd.D
     "Clean entity-tracking prompts with `n_boxes` boxes and corrupt ones whose query label names another box."
     return query_pairs('entity', n, n_boxes, seed, split)
 
-# %% ../nbs/24_patching.ipynb 13
+# %% ../nbs/24_patching.ipynb 14
 METRICS = ('logit_diff', 'logit', 'logprob', 'prob', 'acc')
 
 def _metric(metric, logits, ans, cans=None):
@@ -118,7 +118,7 @@ def _last_logits(model, ids, **kw):
     dev = next(unwrap(model).parameters()).device
     return model(input_ids=ids.to(dev), logits_to_keep=1, use_cache=False, **kw).logits[:, -1].float().cpu()
 
-# %% ../nbs/24_patching.ipynb 15
+# %% ../nbs/24_patching.ipynb 16
 def _check_kind(model, kind):
     if kind not in COMPONENTS:
         raise PatchError(f'Unknown component {kind!r}. Valid: {", ".join(COMPONENTS)} (layers 0..{arch(model).n_layers - 1}).')
@@ -280,7 +280,7 @@ def _frame(variants, kind, tokens, **cols):
     for k, v in cols.items(): df[k] = v
     return df
 
-# %% ../nbs/24_patching.ipynb 16
+# %% ../nbs/24_patching.ipynb 17
 @torch.no_grad()
 def _changing(model, ids, kind, src, variants):
     """Indices of the `variants` whose patch changes the run on `ids` (the source activation differs from the
@@ -339,7 +339,7 @@ def act_patch(model, tok, clean, corrupt=None, # DataFrames (prompt, answer) or 
                     corrupt_value=m_own if direction == 'denoise' else m_src)
     return df
 
-# %% ../nbs/24_patching.ipynb 27
+# %% ../nbs/24_patching.ipynb 28
 def patch_heatmap(df:pd.DataFrame, # a result of act_patch, attr_patch or path_patch
                   value:str='score', title:str|None=None) -> go.Figure:
     "Layer × position (or layer × head) heatmap of a patching result; diverging colours centred on 0."
@@ -364,7 +364,7 @@ def patch_heatmap(df:pd.DataFrame, # a result of act_patch, attr_patch or path_p
                       height=260 + 18 * len(z.index), margin=dict(l=60, r=20, t=50, b=60))
     return fig
 
-# %% ../nbs/24_patching.ipynb 30
+# %% ../nbs/24_patching.ipynb 31
 def attr_patch(model, tok, clean, corrupt=None, component:str='resid_pre', metric='logit_diff',
                layers=None, per_position:bool=False, direction:str='denoise') -> pd.DataFrame:
     "Attribution patching: the linear estimate of `act_patch`'s `score` for every variant, from one backward pass."
@@ -412,7 +412,7 @@ def agreement(a:pd.DataFrame, b:pd.DataFrame, value:str='score', k:int=5) -> dic
                 spearman=float(j[value + '_a'].rank().corr(j[value + '_b'].rank())),
                 topk_overlap=len(top(j[value + '_a']) & top(j[value + '_b'])) / min(k, len(j)))
 
-# %% ../nbs/24_patching.ipynb 34
+# %% ../nbs/24_patching.ipynb 35
 def _parse_receivers(model, receivers):
     if receivers == 'logits': return 'logits'
     a, out = arch(model), []
@@ -485,7 +485,7 @@ def top_heads(df:pd.DataFrame, k:int=5, most:str='negative') -> list[tuple[int, 
     d = df.loc[s.sort_values().index[:k]]
     return [(int(l), int(h)) for l, h in zip(d.layer, d['head'])]
 
-# %% ../nbs/24_patching.ipynb 38
+# %% ../nbs/24_patching.ipynb 39
 @torch.no_grad()
 def faithfulness(model, tok, data, # DataFrame (prompt, answer) or pairs, one token length
                  circuit, # [(layer, head), ...]
@@ -509,7 +509,7 @@ def faithfulness(model, tok, data, # DataFrame (prompt, answer) or pairs, one to
         circ = _metric('acc', _last_logits(model, P.clean), P.ans).mean().item()
     return dict(heads=len(keep), full=full, circuit=circ, faithfulness=circ / full if full else float('nan'))
 
-# %% ../nbs/24_patching.ipynb 41
+# %% ../nbs/24_patching.ipynb 42
 def _same_arch(s, t):
     a, b = arch(s), arch(t)
     diff = [f'{f}: {getattr(a, f)} vs {getattr(b, f)}' for f in ('family', 'n_layers', 'n_heads', 'n_kv_heads', 'd_head', 'd_model')
@@ -568,7 +568,7 @@ def cmap(source, target, tok, data, # DataFrame (prompt, answer) or pairs
     df.attrs.update(metric=str(metric))
     return df
 
-# %% ../nbs/24_patching.ipynb 45
+# %% ../nbs/24_patching.ipynb 46
 def dcm(model, tok, base, source, # aligned DataFrames (prompt, answer) / pairs: the base prompts, and the source prompts
         target, # the answer each base prompt should get when the desideratum is transferred (strings or token ids)
         heads=None, # [(layer, head), ...] the group to mask (default all heads)
@@ -617,7 +617,7 @@ def dcm(model, tok, base, source, # aligned DataFrames (prompt, answer) / pairs:
     df.attrs.update(val_acc=best_acc, log=pd.DataFrame(log))
     return df
 
-# %% ../nbs/24_patching.ipynb 49
+# %% ../nbs/24_patching.ipynb 50
 @torch.no_grad()
 def tuco(base, ft, tok, data, # DataFrame (prompt, answer) or pairs, or a list of prompts
         ) -> pd.DataFrame:
@@ -647,7 +647,7 @@ def tuco(base, ft, tok, data, # DataFrame (prompt, answer) or pairs, or a list o
                                               ftc=ftc.norm(dim=-1).mean(1).numpy()))
     return df
 
-# %% ../nbs/24_patching.ipynb 52
+# %% ../nbs/24_patching.ipynb 53
 @contextmanager
 def ftc_scaled(base, ft, alpha:float):
     "Inside the `with` block, every block of `ft` adds α × its fine-tuning component (TuCo's FTC) instead of 1 ×."
@@ -684,7 +684,7 @@ def ftc_steer(base, ft, tok, tasks, # task names / Tasks / DataFrames (prompt, a
                 rows.append(dict(alpha=float(al), task=s.task, split=s.split, n=int(s.n), accuracy=s.accuracy, logprob=s.logprob))
     return pd.DataFrame(rows)
 
-# %% ../nbs/24_patching.ipynb 56
+# %% ../nbs/24_patching.ipynb 57
 @torch.no_grad()
 def attention_pattern(model, tok, prompt, # a prompt string, or its token ids [T]
                       layer:int) -> torch.Tensor:
@@ -709,7 +709,7 @@ def pattern_figure(A:torch.Tensor, # [query, key] weights of one head
     return fig.update_layout(title=title, xaxis_title='key', yaxis=dict(title='query', autorange='reversed'),
                              height=300 + 12 * len(lab), margin=dict(l=90, r=20, t=50, b=90))
 
-# %% ../nbs/24_patching.ipynb 60
+# %% ../nbs/24_patching.ipynb 61
 def patch_widget(model, tok, clean, corrupt=None, # aligned prompts, as for `act_patch`
                  components=('resid_pre', 'attn_out', 'mlp_out'), metrics=('logit_diff', 'logprob', 'prob'),
                  direction:str='denoise'):

@@ -24,7 +24,7 @@ __all__ = ['MATRIX_KINDS', 'block_matrices', 'as_linear', 'content_key', 'base_s
            'spectral_stats', 'singular_values', 'rounding_share', 'delta_rank', 'scale_intruders', 'live_weights',
            'IntruderTracker', 'history_figure', 'layer_figure', 'intruder_widget']
 
-# %% ../nbs/21_spectral.ipynb 6
+# %% ../nbs/21_spectral.ipynb 7
 MATRIX_KINDS = ('q', 'k', 'v', 'o', 'qkv', 'gate', 'up', 'down')
 
 def _config(w, config=None):
@@ -57,7 +57,7 @@ def as_linear(name:str, t:torch.Tensor, config) -> torch.Tensor:
     t = t.detach().float()
     return t.T.contiguous() if family_of(config).conv1d else t
 
-# %% ../nbs/21_spectral.ipynb 10
+# %% ../nbs/21_spectral.ipynb 11
 def content_key(t:torch.Tensor) -> str:
     "A 128-bit hash (xxh3) of a tensor's dtype, shape and bytes."
     a = t.detach().contiguous().cpu()
@@ -187,7 +187,7 @@ class SVDCache:
         return freed
     def __repr__(self): return f'SVDCache({self.path or "memory"}, {len(self.mem)} in memory, {self.hits} hits, {self.misses} misses)'
 
-# %% ../nbs/21_spectral.ipynb 14
+# %% ../nbs/21_spectral.ipynb 15
 def _full(W, k):
     U, S, Vh = _svd(W)
     return U[:, :k], S[:k], Vh[:k], 'full'
@@ -301,7 +301,7 @@ def top_svd(W:torch.Tensor, # float32 [m, n]
     return _full(W, k)
 
 
-# %% ../nbs/21_spectral.ipynb 18
+# %% ../nbs/21_spectral.ipynb 19
 def _check_k(k, mats:pd.DataFrame|None=None):
     "`k` is a positive int, and at most the smaller side of every matrix in `mats` (`block_matrices`)."
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
@@ -367,7 +367,7 @@ class Intruders:
         return (f'Intruders({self.count} at k={self.k}, eps={self.eps} over {len(self.matrices)} matrices'
                 + (f'; {len(self.errors)} matrices not analysed' if len(self.errors) else '') + ')')
 
-# %% ../nbs/21_spectral.ipynb 19
+# %% ../nbs/21_spectral.ipynb 20
 def _auto_workers() -> int:
     "2 worker threads where torch has ≥ 2 threads and idle OpenMP threads sleep; else 1 (see `intruders`)."
     active = os.environ.get('OMP_WAIT_POLICY', '').upper() == 'ACTIVE'
@@ -445,7 +445,7 @@ def intruders(pair, # `ModelPair`, or (base, fine-tune): anything `open_weights`
     return Intruders(pd.DataFrame(rows, columns=cols), pd.DataFrame(info, columns=['layer', 'module', 'name', 'shape', 'rel_update', 'how']),
                      k, eps, cos, pd.DataFrame(errors, columns=['layer', 'module', 'name', 'problem']))
 
-# %% ../nbs/21_spectral.ipynb 22
+# %% ../nbs/21_spectral.ipynb 23
 def intruders_reference(W0:torch.Tensor, Wt:torch.Tensor, k:int=10, eps:float=0.5) -> tuple[torch.Tensor, int]:
     "The paper's computation for one matrix pair ([out, in]): (s_j for j ≤ k, intruder count). Full fp32 SVDs, no cache."
     U0 = torch.linalg.svd(W0.float(), full_matrices=False)[0]
@@ -453,7 +453,7 @@ def intruders_reference(W0:torch.Tensor, Wt:torch.Tensor, k:int=10, eps:float=0.
     s = (Ut.T @ U0).abs().max(1).values[:k]
     return s, int((s < eps).sum())
 
-# %% ../nbs/21_spectral.ipynb 35
+# %% ../nbs/21_spectral.ipynb 36
 def cos_heatmap(res:Intruders, name:str, # a matrix of `res` (see `res.per_matrix`)
                 title:str|None=None) -> go.Figure:
     "|cos| between the top-k vectors of the fine-tuned matrix and the base vectors most aligned with them."
@@ -480,7 +480,7 @@ def eps_figure(results:dict, # {label: Intruders}
     fig.update_layout(title=title, xaxis_title='ε (threshold on max |cos|)', yaxis_title=f'intruders (top k)', height=380)
     return fig
 
-# %% ../nbs/21_spectral.ipynb 39
+# %% ../nbs/21_spectral.ipynb 40
 def _check_energy(energy):
     if not 0 < energy <= 1: raise ValueError(f'energy={energy} is outside (0, 1]: it is the share of Σσ² to cover (the paper uses 0.9).')
 
@@ -579,7 +579,7 @@ def delta_rank(pair, energy:float=0.9, adapter=None, kinds=MATRIX_KINDS, layers=
                       'Compare float32 checkpoints (or merge and save in float32).', stacklevel=2)
     return df
 
-# %% ../nbs/21_spectral.ipynb 43
+# %% ../nbs/21_spectral.ipynb 44
 def scale_intruders(pair, lam:float=0.75, # new singular value of each intruder: λσ
                     k:int=10, eps:float=0.5, adapter=None,
                     out:str|Path|None=None, # write here (HF dir, or a peft adapter dir for a LoRA fine-tune)
@@ -644,7 +644,7 @@ def _write_adapter(pair, new, out, overwrite):
             if f.is_file() and f.name not in ('adapter_model.safetensors', 'adapter_model.bin'): shutil.copy(f, d / f.name)
     return atomic_dir(out, write, overwrite)
 
-# %% ../nbs/21_spectral.ipynb 49
+# %% ../nbs/21_spectral.ipynb 50
 from transformers import TrainerCallback
 
 def live_weights(model) -> dict[str, torch.Tensor]:
@@ -709,7 +709,7 @@ def history_figure(histories:dict, # {label: IntruderTracker.history}
     fig.update_layout(title=title, xaxis_title='step', yaxis_title='intruders (top k)', height=380)
     return fig
 
-# %% ../nbs/21_spectral.ipynb 54
+# %% ../nbs/21_spectral.ipynb 55
 def layer_figure(res:Intruders, title:str|None=None) -> go.Figure:
     "Intruder counts per layer, stacked by module."
     pl = res.per_layer

@@ -25,7 +25,7 @@ __all__ = ['METHODS', 'PRESETS', 'KINDS', 'TARGET_GROUPS', 'DEFAULT_LR', 'target
            'encode_examples', 'pack_examples', 'Monitor', 'save_checkpoint', 'Run', 'runs', 'grad_mask', 'finetune',
            'curves_figure', 'tradeoff_figure', 'LivePlot', 'FtlabCallback']
 
-# %% ../nbs/20_train.ipynb 6
+# %% ../nbs/20_train.ipynb 7
 METHODS = ('full', 'lora', 'rslora', 'dora', 'sparse')
 PRESETS = ('head', 'hft')
 KINDS = ('q', 'k', 'v', 'o', 'qkv', 'gate', 'up', 'down')
@@ -117,7 +117,7 @@ class TrainConfig:
     @classmethod
     def fields(cls) -> list[str]: return [f.name for f in fields(cls)]
 
-# %% ../nbs/20_train.ipynb 9
+# %% ../nbs/20_train.ipynb 10
 def _block_matrices(model, kinds, layers=None):
     out = []
     for n, p in model.named_parameters():
@@ -150,7 +150,7 @@ def trainable_params(model, cfg:TrainConfig) -> list[str]:
                                  f'layers={cfg.layers}, preset={cfg.preset!r}: check the layer numbers and targets.')
     return out
 
-# %% ../nbs/20_train.ipynb 13
+# %% ../nbs/20_train.ipynb 14
 def encode_examples(tok, prompts, answers, loss_on:str='answer',
                     answer_masks=None, # per example: None, or a word mask of the answer (`ftlab.evaluate.answer_token_mask`)
                    ) -> list[tuple[list[int], list[int]]]:
@@ -187,7 +187,7 @@ def pack_examples(examples, # (ids, labels) pairs from `encode_examples`
         col += len(x); used += 1; n_tok += len(x)
     return ids, labels, used, n_tok
 
-# %% ../nbs/20_train.ipynb 16
+# %% ../nbs/20_train.ipynb 17
 class Monitor:
     "Fixed evaluation sets for a target task and the forgetting tasks and text; `monitor(model, step)` → one metrics row."
     def __init__(self, tok, task, # target task: name, data file or Task
@@ -215,7 +215,7 @@ class Monitor:
         model.train(was_training)
         return row
 
-# %% ../nbs/20_train.ipynb 19
+# %% ../nbs/20_train.ipynb 20
 def _write_json(path, obj): write_atomic(path, json.dumps(obj, indent=1, default=str))
 
 def _append(path, row):
@@ -264,7 +264,7 @@ def save_checkpoint(model, tok, out:str|Path, step:int) -> Path:
     shutil.rmtree(d, ignore_errors=True); os.replace(tmp, d)
     return d
 
-# %% ../nbs/20_train.ipynb 20
+# %% ../nbs/20_train.ipynb 21
 class Run:
     "A fine-tuning run directory: config, status, metrics, checkpoints; loads its models and weights."
     def __init__(self, path:str|Path):
@@ -361,7 +361,7 @@ class Run:
         return row
     def __repr__(self): return f'Run({self.path}, {self.config.method} on {self.config.task}, {self.status.get("status")})'
 
-# %% ../nbs/20_train.ipynb 21
+# %% ../nbs/20_train.ipynb 22
 def runs(root:str|Path='runs') -> pd.DataFrame:
     "One row per run directory under `root` (searched recursively): method, hyper-parameters, final metrics."
     rows = []
@@ -371,7 +371,7 @@ def runs(root:str|Path='runs') -> pd.DataFrame:
             warnings.warn(f'Run {p} is left out of the table: {type(e).__name__}: {_clip(str(e), 300)}', stacklevel=2)
     return pd.DataFrame(rows)
 
-# %% ../nbs/20_train.ipynb 23
+# %% ../nbs/20_train.ipynb 24
 def grad_mask(model, batches, # (input_ids, labels) pairs
               names:list[str], density:float) -> dict[str, torch.Tensor]:
     "Boolean masks over parameters `names`: the top `density` fraction of entries by summed |gradient|, ranked globally."
@@ -411,7 +411,7 @@ def _check_mask(mask, model):
     if wrong: raise FtlabError(f'Sparse mask shapes differ from the parameters: {wrong[:5]}.')
     return {n: v.bool() for n, v in mask.items()}
 
-# %% ../nbs/20_train.ipynb 25
+# %% ../nbs/20_train.ipynb 26
 def _trained_state(model) -> dict:
     "The tensors a run's state.pt keeps: the trained parameters only (the frozen base is in the checkpoint's base)."
     return {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
@@ -522,7 +522,7 @@ def _takes_model(cb) -> bool:
     try: return 'model' in inspect.signature(cb).parameters
     except (TypeError, ValueError): return False
 
-# %% ../nbs/20_train.ipynb 26
+# %% ../nbs/20_train.ipynb 27
 def finetune(base='llama', # zoo name, local HF model directory or hub id (recorded in the config)
              task='sort', # task name or Task
              method:str='lora', # one of METHODS
@@ -656,7 +656,7 @@ def finetune(base='llama', # zoo name, local HF model directory or hub id (recor
     return Run(out)
 
 
-# %% ../nbs/20_train.ipynb 30
+# %% ../nbs/20_train.ipynb 31
 def curves_figure(metrics:pd.DataFrame|Run|dict, # a run's metrics, a Run, or {label: metrics}
                   title:str='Learning and forgetting') -> go.Figure:
     "Target accuracy (solid), mean pre-training-task accuracy (dotted) and pre-training LM loss per step, a colour per run."
@@ -710,7 +710,7 @@ class LivePlot:
 
 def _empty_metrics(m): return m if m is not None and len(m) else pd.DataFrame(columns=['step', 'task_acc', 'pre_acc', 'lm_loss'])
 
-# %% ../nbs/20_train.ipynb 58
+# %% ../nbs/20_train.ipynb 59
 class FtlabCallback(TrainerCallback):
     "ftlab's evaluation, forgetting and snapshots for a HF `Trainer`: `Trainer(..., callbacks=[FtlabCallback(tok, 'sort')])`."
     def __init__(self, tok, task, out:str|Path|None=None, eval_every:int=50, save_every:int|None=None,
