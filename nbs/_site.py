@@ -67,7 +67,7 @@ _ALIASES = {'pandas': 'pd', 'numpy': 'np'}
 def type_name(a) -> str:
     "A readable annotation: `str | Path | None`, `pd.DataFrame`, `nn.Module`, `Task` (no `__main__.`/module paths)."
     if a is inspect.Parameter.empty: return ''
-    if isinstance(a, str): s = a
+    if isinstance(a, str): s = a.strip('"\'')
     elif isinstance(a, type) and not typing.get_args(a):
         m, q = a.__module__, a.__qualname__
         if m in ('builtins', 'pathlib', 'typing', 'collections.abc') or m.startswith((PACKAGE + '.', '__main__')): return q
@@ -87,13 +87,18 @@ def type_name(a) -> str:
     s = re.sub(r'\btorch\.nn\.modules\.\w+\.', 'nn.', s)
     return s
 
-def default_repr(v) -> str:
-    "A default value as Python source, or `…` where its repr is not an expression (`<object at 0x…>`)."
+def default_repr(v, limit:int=60) -> str:
+    "A default value as Python source; `…` where it is longer than `limit` or not an expression (`<object at 0x…>`)."
     if v is inspect.Parameter.empty: return ''
+    if isinstance(v, DefaultFactory): return v.text
     r = v.__name__ if inspect.isfunction(v) or inspect.isclass(v) else repr(v)
     try: ast.parse(r, mode='eval')
     except SyntaxError: return '…'
-    return r if len(r) <= 60 else r[:57] + '…'
+    return r if len(r) <= limit else '…'
+
+class DefaultFactory:
+    "A dataclass field's `default_factory`, shown as the call that makes the default: `dict()`."
+    def __init__(self, f): self.text = f'{getattr(f, "__name__", "factory")}()'
 
 def own_doc(obj) -> str:
     "The object's own docstring (not one inherited, not a dataclass's generated signature)."
@@ -103,12 +108,14 @@ def own_doc(obj) -> str:
     return inspect.cleandoc(d)
 
 def parameters(f) -> list[inspect.Parameter]:
-    "The parameters a caller passes (no `self`/`cls`)."
+    "The parameters a caller passes (no `self`/`cls`); a dataclass field's default factory as `DefaultFactory`."
     try: sig = inspect.signature(f)
     except (TypeError, ValueError): return []
     ps = list(sig.parameters.values())
     if ps and ps[0].name in ('self', 'cls') and not isinstance(f, type): ps = ps[1:]
-    return ps
+    fields = getattr(f, '__dataclass_fields__', {}) if isinstance(f, type) else {}
+    return [p.replace(default=DefaultFactory(fields[p.name].default_factory))
+            if p.name in fields and fields[p.name].default_factory is not dataclasses.MISSING else p for p in ps]
 
 def docments_of(f) -> dict:
     "Parameter comments (fastcore docments), {} where the source cannot be read."
@@ -144,7 +151,7 @@ def param_table(f, link) -> str:
     rows = ['| Parameter | Type | Default | Details |', '|---|---|---|---|']
     for p in ps:
         pre = '\\*' if p.kind == p.VAR_POSITIONAL else '\\*\\*' if p.kind == p.VAR_KEYWORD else ''
-        t, d = type_name(p.annotation), default_repr(p.default)
+        t, d = type_name(p.annotation), default_repr(p.default, 160)
         rows.append(f'| {pre}`{p.name}` | {f"`{_esc(t)}`" if t else ""} | {f"`{_esc(d)}`" if d else ""} '
                     f'| {_esc(link(docs.get(p.name, "") or ""))} |')
     return '\n'.join(rows)

@@ -63,6 +63,13 @@ def test_one_page_per_notebook(site):
     linked = {a['href'].split('#')[0] for a in nav}
     for rel in rels:
         if rel.as_posix() != 'index.ipynb': assert rel.with_suffix('.html').as_posix() in linked, f'{rel} not in the navigation'
+    git_url = re.search(r'^git_url\s*=\s*(\S+)', (ROOT / 'settings.ini').read_text(), re.M).group(1)
+    for rel in rels:   # previous/next links, the repository, copy buttons, per-page contents
+        s = page(site, NBS / rel)
+        assert s.select('a.next-page') or s.select('a.prev-page'), f'{rel}: no previous/next links'
+        assert any(a['href'].startswith(git_url) for a in s.select('a[href]')), f'{rel}: no link to the repository'
+        assert s.select('script[src*="copybutton"]'), f'{rel}: no copy buttons'
+        assert s.select('.toc-tree') is not None
 
 
 def search_index(site) -> dict:
