@@ -4,7 +4,7 @@
 
 # %% ../nbs/40_cli.ipynb 1
 from __future__ import annotations
-import argparse, inspect, json, sys
+import argparse, inspect, json, os, sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -81,7 +81,7 @@ def _train_args(p):
     from ftlab.train import TrainConfig, finetune
     for n in ('base', 'task', 'method'): option(p, TrainConfig, n)
     p.add_argument('--out', required=True, help='run directory (refused if it exists, unless --overwrite or --resume)')
-    for n in ('overwrite', 'resume', 'allow_pickle'): option(p, finetune, n)
+    for n in ('overwrite', 'resume', 'allow_pickle', 'device'): option(p, finetune, n)
     for n in TrainConfig.fields():
         if n in ('base', 'task', 'method', 'layers', 'forget_tasks'): continue
         option(p, TrainConfig, n, keep_default=False)        # unset: the run's config takes TrainConfig's default
@@ -92,7 +92,9 @@ def _train(args):
     from ftlab.train import finetune, TrainConfig
     kw = {k: v for k, v in vars(args).items() if k in TrainConfig.fields() and v is not None}
     run = finetune(args.base, args.task, args.method, args.out, overwrite=args.overwrite, resume=args.resume,
-                   allow_pickle=args.allow_pickle, **{k: v for k, v in kw.items() if k not in ('base', 'task', 'method')})
+                   allow_pickle=args.allow_pickle, device=args.device,
+                   **{k: v for k, v in kw.items() if k not in ('base', 'task', 'method')})
+    if int(os.environ.get('RANK', 0)): return                 # `accelerate launch`: the main process reports
     m = run.metrics.iloc[[0, -1]][['step', 'task_acc', 'task_loss', 'lm_loss', 'pre_acc']]
     print(m.to_string(index=False))
     print(f'Run written to {run.path} (checkpoints: {", ".join(map(str, run.checkpoints))})')
@@ -246,3 +248,5 @@ def main(argv=None):
         if args.debug: raise
         print(f'ftlab {args.cmd}: error: {error_text(e)}', file=sys.stderr)
         return 2
+
+if __name__ == '__main__': sys.exit(main())   # `python -m ftlab.cli …`, and `accelerate launch -m ftlab.cli train …`

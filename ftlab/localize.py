@@ -15,7 +15,7 @@ from .tasks import get_task
 from .evaluate import evaluate
 from .core import FtlabError, save_safetensors, check_number, guard_output
 from .display import show_figure, figure_widget, Status, Panel
-from .sources import as_pair, load
+from .sources import as_pair, load, pick_device
 from .tensors import model_threshold
 
 # %% auto 0
@@ -167,12 +167,14 @@ def top_tau(pair, # ModelPair or (base, fine-tune)
     return Mask(out, pair.config, meta=dict(kind='base patch', sparsity=sparsity, k=k))
 
 # %% ../nbs/23_localize.ipynb 13
-def _model_tok(pair, model_tok):
-    "A private copy of the base model (and its tokenizer) to set weights in."
-    if model_tok is not None: return copy.deepcopy(model_tok[0]), model_tok[1]
+def _model_tok(pair, model_tok, device=None, dtype=torch.float32):
+    "A private copy of the base model (and its tokenizer) to set weights in, on `device` (None: a given model's own; cpu)."
+    if model_tok is not None:
+        m = copy.deepcopy(model_tok[0])
+        return (m if device is None else m.to(pick_device(device))), model_tok[1]
     src = getattr(pair.base, 'src', None)
     if isinstance(src, (str, Path)) and Path(src).is_dir():
-        return load(str(src))
+        return load(str(src), device=device or 'cpu', dtype=dtype)
     raise LocalizeError('Grafting runs the model, and this pair holds weights only: pass model_tok=(base model, tokenizer).')
 
 def _task_frame(task, n, seed, tok):
@@ -214,7 +216,9 @@ def graft(pair, # ModelPair, or (base, fine-tune): zoo names, dirs, modules; a `
           names:list[str]|None=None, # parameters to graft (default: `graft_names`, the transformer blocks)
           model_tok=None, # (base model, tokenizer) when the pair holds weights only
           adapter=None, # LoRA adapter dir: the fine-tune is base + adapter
-          progress:bool=True) -> Mask:
+          progress:bool=True,
+          device:str|None=None, # where the model runs: 'cpu', 'cuda', 'mps', 'auto'; None: a `model_tok` model's own device, else cpu
+          dtype='float32') -> Mask: # the model's dtype when graft loads the base ('auto': the checkpoint's); γ and τ stay float32
     "Find the grafting mask γ of Panigrahi et al.: the best rounded mask (train + validation accuracy) over `steps` steps."
     from tqdm.auto import tqdm
     _check_sparsity(sparsity)
@@ -223,22 +227,23 @@ def graft(pair, # ModelPair, or (base, fine-tune): zoo names, dirs, modules; a `
         check_number(v, k, lo, integer=True, error=LocalizeError)
     check_number(lr, 'lr', 0, open_lo=True, error=LocalizeError); check_number(sigmoid_bias, 'sigmoid_bias', error=LocalizeError)
     pair = as_pair(pair, adapter); names = names or graft_names(pair)
-    model, tok = _model_tok(pair, model_tok)
+    model, tok = _model_tok(pair, model_tok, device, dtype)
+    dev = next(model.parameters()).device
     tr, va = _task_frame(task, n_train, seed, tok), _task_frame(task, n_val, seed + 1, tok)
     _check_answers(tok, tr, 'training')
     params = dict(model.named_parameters())
     missing = [n for n in names if n not in params]
     if missing: raise LocalizeError(f'The model lacks grafted parameters {missing[:3]}: pass the base model of this pair as model_tok.')
-    th0 = {n: pair.base[n].float() for n in names}
-    tau = {n: pair.ft[n].float() - th0[n] for n in names}
+    th0 = {n: pair.base[n].float().to(dev) for n in names}
+    tau = {n: pair.ft[n].float().to(dev) - th0[n] for n in names}
     bad = [n for n in names if not torch.isfinite(tau[n]).all()]
     if bad: raise LocalizeError(f'The {"base" if any(not torch.isfinite(th0[n]).all() for n in bad) else "fine-tune"} holds NaN or inf in '
                                 f'{len(bad)} grafted tensor(s), e.g. {bad[0]}: the model is damaged, so no mask is meaningful. '
                                 'Check its weights, or graft an intact fine-tune.')
     b = top_tau(pair, sparsity, names, tau)
     gen = torch.Generator().manual_seed(seed)
-    S = {n: torch.rand(th0[n].shape, generator=gen) for n in names}
-    bf = {n: b[n].float() for n in names}
+    S = {n: torch.rand(th0[n].shape, generator=gen).to(dev) for n in names}
+    bd = {n: b[n].to(dev) for n in names}; bf = {n: bd[n].float() for n in names}
     for n, p in params.items(): p.requires_grad_(n in S)
     batches = _padded(tok, tr, batch_size)
     def frac(n): return bf[n] + (1 - 2 * bf[n]) * torch.sigmoid(S[n] - sigmoid_bias)
@@ -249,7 +254,7 @@ def graft(pair, # ModelPair, or (base, fine-tune): zoo names, dirs, modules; a `
     def acc(df): return float(evaluate(model, tok, df, batch_size=batch_size).summary.accuracy.iloc[0])
     def row(step, g, loss):
         sel = sum(int(g[n].sum()) for n in names)
-        added = sum(int((g[n] & ~b[n]).sum()) for n in names)
+        added = sum(int((g[n] & ~bd[n]).sum()) for n in names)
         set_gamma({n: g[n].float() for n in names})
         return dict(step=step, loss=loss, selected=sel, added=added, dropped=b.count - sel + added, train_acc=acc(tr), val_acc=acc(va))
     g0 = rounded(); log = [row(0, g0, float('nan'))]
@@ -259,7 +264,7 @@ def graft(pair, # ModelPair, or (base, fine-tune): zoo names, dirs, modules; a `
         model.train(False); total, losses = {n: torch.zeros_like(th0[n]) for n in names}, []
         for ids, att, lab in batches:
             model.zero_grad(set_to_none=True)
-            loss = model(input_ids=ids, attention_mask=att, labels=lab).loss
+            loss = model(input_ids=ids.to(dev), attention_mask=att.to(dev), labels=lab.to(dev)).loss
             loss.backward(); losses.append(float(loss.detach()))
             for n in names: total[n] += lr * params[n].grad.float() * tau[n]
         with torch.no_grad():
@@ -272,7 +277,7 @@ def graft(pair, # ModelPair, or (base, fine-tune): zoo names, dirs, modules; a `
     meta = dict(kind='graft', task=task if isinstance(task, str) else getattr(task, 'name', 'custom'), sparsity=sparsity,
                 steps=steps, lr=lr, sigmoid_bias=sigmoid_bias, n_train=n_train, n_val=n_val, seed=seed,
                 best_step=best_row['step'], base_patch=b.count, grafted_params=b.numel)
-    m = Mask(best, pair.config, pd.DataFrame(log), meta)
+    m = Mask({n: v.cpu() for n, v in best.items()}, pair.config, pd.DataFrame(log), meta)
     m.base_patch = b
     return m
 
@@ -334,18 +339,19 @@ def graft_sweep(pair, task, sparsities=(1e-5, 1e-4, 1e-3, 1e-2), # base patch si
     "{sparsity: graft(pair, task, sparsity, **kw)}."
     _check_sparsity(sparsities)
     pair = as_pair(pair, kw.pop('adapter', None))
-    if kw.get('model_tok') is None: kw['model_tok'] = _model_tok(pair, None)
+    if kw.get('model_tok') is None: kw['model_tok'] = _model_tok(pair, None, kw.get('device'), kw.get('dtype', 'float32'))
     return {float(s): graft(pair, task, s, progress=progress, **kw) for s in sparsities}
 
 def graft_eval(pair, masks:Mask|dict, # a Mask or {label: Mask}
                task, # task name (its OOD variant is scored too, if it has one), Task or DataFrame
                n:int=256, seed:int=10_000, # evaluation examples (apart from graft's training seeds)
                ood:bool=True, base_patch:bool=True, # also the OOD split; also each mask's base patch
-               model_tok=None) -> pd.DataFrame:
+               model_tok=None,
+               device:str|None=None, dtype='float32') -> pd.DataFrame: # where the model runs, and its dtype (as in `graft`)
     "Accuracy, ECE (10 equal-width bins) and recovery (accuracy ÷ the fine-tune's) of base, fine-tune, base patches and grafts."
     pair = as_pair(pair)
     masks = masks if isinstance(masks, dict) else {'graft': masks}
-    model, tok = _model_tok(pair, model_tok)
+    model, tok = _model_tok(pair, model_tok, device, dtype)
     splits = [('id', task)]
     if ood and isinstance(task, str) and ':' not in task: splits.append(('ood', f'{task}:ood'))
     names = list(pair.names)

@@ -14,15 +14,15 @@ import numpy as np, pandas as pd, torch
 import plotly.graph_objects as go
 from .core import atomic_dir, cache_dir, copy_model_files, guard_output, save_safetensors
 from .display import show_figure, figure_widget, Status, Panel
-from .sources import as_pair
+from .sources import as_pair, pick_device
 from .tensors import lowrank_factors
 from .weights import ModelPair, LoraWeights, open_weights, param_info, family_of, dora_weight, input_dirs
 
 # %% auto 0
-__all__ = ['MATRIX_KINDS', 'block_matrices', 'as_linear', 'content_key', 'base_svd', 'SVDCache', 'top_svd', 'Intruders',
-           'intruders', 'intruders_reference', 'cos_heatmap', 'eps_figure', 'energy_rank', 'powerlaw_alpha',
-           'spectral_stats', 'singular_values', 'rounding_share', 'delta_rank', 'scale_intruders', 'live_weights',
-           'IntruderTracker', 'history_figure', 'layer_figure', 'intruder_widget']
+__all__ = ['MATRIX_KINDS', 'block_matrices', 'as_linear', 'spectral_device', 'content_key', 'base_svd', 'SVDCache', 'top_svd',
+           'Intruders', 'intruders', 'intruders_reference', 'cos_heatmap', 'eps_figure', 'energy_rank',
+           'powerlaw_alpha', 'spectral_stats', 'singular_values', 'rounding_share', 'delta_rank', 'scale_intruders',
+           'live_weights', 'IntruderTracker', 'history_figure', 'layer_figure', 'intruder_widget']
 
 # %% ../nbs/21_spectral.ipynb 7
 MATRIX_KINDS = ('q', 'k', 'v', 'o', 'qkv', 'gate', 'up', 'down')
@@ -58,6 +58,14 @@ def as_linear(name:str, t:torch.Tensor, config) -> torch.Tensor:
     return t.T.contiguous() if family_of(config).conv1d else t
 
 # %% ../nbs/21_spectral.ipynb 11
+def spectral_device(device:str='cpu') -> torch.device:
+    "Where ftlab's spectra run: 'cpu' (the default), 'cuda' or 'auto' (cuda if present, else cpu). Their Gram matrices are float64, which MPS lacks."
+    dev = pick_device('cuda' if device == 'auto' and torch.cuda.is_available() else 'cpu' if device == 'auto' else device)
+    if dev.type == 'mps':
+        raise ValueError("device='mps': ftlab's spectra use float64 Gram matrices, which MPS does not support; use 'cpu' (or 'cuda').")
+    return dev
+
+# %% ../nbs/21_spectral.ipynb 13
 def content_key(t:torch.Tensor) -> str:
     "A 128-bit hash (xxh3) of a tensor's dtype, shape and bytes."
     a = t.detach().contiguous().cpu()
@@ -122,7 +130,7 @@ class SVDCache:
                 return (*self.mem[key], self.grams.get(key)) if gram else self.mem[key]
         f = self.path / f'{key}.safetensors' if self.path else None
         G = None
-        v = self._load(f, W.shape) if f is not None and f.exists() else None
+        v = self._load(f, W.shape, W.device) if f is not None and f.exists() else None
         hit = v is not None
         if hit:
             try: os.utime(f)                      # recently used: the disk bound removes the oldest entries first
@@ -134,19 +142,19 @@ class SVDCache:
                 from safetensors.torch import save_file
                 f.parent.mkdir(parents=True, exist_ok=True)
                 tmp = f.with_name(f'{f.stem}.{os.getpid()}.{threading.get_ident()}.tmp')
-                save_file({'U': U.contiguous(), 'S': S.contiguous()}, tmp); os.replace(tmp, f)
+                save_file({'U': U.contiguous().cpu(), 'S': S.contiguous().cpu()}, tmp); os.replace(tmp, f)
                 self.trim()
         with self.lock:
             if hit: self.hits += 1
             else: self.misses += 1; self.grams[key] = G
             self._remember(key, v)
             return (*v, self.grams.get(key)) if gram else v
-    def _load(self, f:Path, shape) -> tuple[torch.Tensor, torch.Tensor]|None:
+    def _load(self, f:Path, shape, device='cpu') -> tuple[torch.Tensor, torch.Tensor]|None:
         "A disk entry (U, S); None, with a warning, if it is unreadable or does not fit `shape` (it is then recomputed)."
         from safetensors.torch import load_file
         r = min(shape)
         try:
-            d = load_file(f); U, S = d['U'], d['S']
+            d = load_file(f, device=str(device)); U, S = d['U'], d['S']
             if tuple(U.shape) != (shape[0], r) or tuple(S.shape) != (r,):
                 raise ValueError(f'U {tuple(U.shape)} and S {tuple(S.shape)} do not fit a {tuple(shape)} matrix')
             return U, S
@@ -164,14 +172,14 @@ class SVDCache:
                     from safetensors import safe_open
                     with safe_open(str(f), 'pt') as h: S = h.get_tensor(name)
                     if S.shape == (min(W.shape),):
-                        self.hits += 1; return S
+                        self.hits += 1; return S.to(W.device)
                 except Exception: pass                         # unreadable: recomputed below
         S = singular_values(W); self.misses += 1
         if self.path is not None:
             from safetensors.torch import save_file
             f = self.path / f'{key}.values.safetensors'; f.parent.mkdir(parents=True, exist_ok=True)
             tmp = f.with_name(f'{f.stem}.{os.getpid()}.{threading.get_ident()}.tmp')
-            save_file({'S': S.contiguous()}, tmp); os.replace(tmp, f)
+            save_file({'S': S.contiguous().cpu()}, tmp); os.replace(tmp, f)
         return S
     def trim(self) -> int:
         "Remove the least recently used disk entries until the cache fits `max_disk_bytes`; the bytes removed."
@@ -187,7 +195,7 @@ class SVDCache:
         return freed
     def __repr__(self): return f'SVDCache({self.path or "memory"}, {len(self.mem)} in memory, {self.hits} hits, {self.misses} misses)'
 
-# %% ../nbs/21_spectral.ipynb 15
+# %% ../nbs/21_spectral.ipynb 17
 def _full(W, k):
     U, S, Vh = _svd(W)
     return U[:, :k], S[:k], Vh[:k], 'full'
@@ -301,7 +309,7 @@ def top_svd(W:torch.Tensor, # float32 [m, n]
     return _full(W, k)
 
 
-# %% ../nbs/21_spectral.ipynb 19
+# %% ../nbs/21_spectral.ipynb 21
 def _check_k(k, mats:pd.DataFrame|None=None):
     "`k` is a positive int, and at most the smaller side of every matrix in `mats` (`block_matrices`)."
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
@@ -367,7 +375,7 @@ class Intruders:
         return (f'Intruders({self.count} at k={self.k}, eps={self.eps} over {len(self.matrices)} matrices'
                 + (f'; {len(self.errors)} matrices not analysed' if len(self.errors) else '') + ')')
 
-# %% ../nbs/21_spectral.ipynb 20
+# %% ../nbs/21_spectral.ipynb 22
 def _auto_workers() -> int:
     "2 worker threads where torch has ≥ 2 threads and idle OpenMP threads sleep; else 1 (see `intruders`)."
     active = os.environ.get('OMP_WAIT_POLICY', '').upper() == 'ACTIVE'
@@ -398,7 +406,7 @@ def _intruders_one(W0, Wt, k, method, cache, keep_cos):
     M = _AX(U0.T, U).T.abs()                          # |Uᵀ U0|, k × r
     s, best = M.max(1)
     rel = nd / n0 if n0 else math.nan if nd == 0 else math.inf
-    return None, S[:k], s, best, rel, how, M.half() if keep_cos else None
+    return None, S[:k].cpu(), s.cpu(), best.cpu(), rel, how, M.half().cpu() if keep_cos else None
 
 def intruders(pair, # `ModelPair`, or (base, fine-tune): anything `open_weights` takes
               k:int=10, # top vectors of each fine-tuned matrix
@@ -410,6 +418,7 @@ def intruders(pair, # `ModelPair`, or (base, fine-tune): anything `open_weights`
               keep_cos:bool=True, # keep each matrix's |Utᵀ U0| (k × r) for `cos_heatmap`
               progress:bool=True,
               workers:int|None=None, # matrices analysed at once, torch's threads shared among them; None: 2 if torch has ≥ 2 threads and OMP_WAIT_POLICY is not ACTIVE, else 1
+              device:str='cpu', # where the SVDs run: 'cpu', 'cuda', 'auto' (cuda, then cpu; not mps: the Gram matrices are float64)
              ) -> Intruders:
     "Intruder dimensions of every block matrix of a base/fine-tune pair (Shuttleworth et al.)."
     from tqdm.auto import tqdm
@@ -418,7 +427,7 @@ def intruders(pair, # `ModelPair`, or (base, fine-tune): anything `open_weights`
     workers = _auto_workers() if workers is None else workers
     if not isinstance(workers, int) or workers < 1: raise ValueError(f'workers={workers!r}: use a positive int (1: one matrix at a time).')
     pair = as_pair(pair, adapter)
-    config = _config(pair)
+    config, dev = _config(pair), spectral_device(device)
     cache = cache if isinstance(cache, SVDCache) else SVDCache(cache)
     mats = block_matrices(pair, config, kinds, layers)
     _check_k(k, mats)
@@ -436,7 +445,7 @@ def intruders(pair, # `ModelPair`, or (base, fine-tune): anything `open_weights`
     with tqdm(total=len(mats), desc='intruders', disable=not progress) as bar:
         pending = []           # (matrix, future), in order: at most `workers` + 1 pairs in memory
         for m in mats.itertuples():
-            W0, Wt = as_linear(m.name, pair.base.view(m.name), config), as_linear(m.name, pair.ft.view(m.name), config)
+            W0, Wt = (as_linear(m.name, w.view(m.name), config).to(dev) for w in (pair.base, pair.ft))
             if ex is None: collect(m, _intruders_one(W0, Wt, k, method, cache, keep_cos)); continue
             pending.append((m, ex.submit(_intruders_one, W0, Wt, k, method, cache, keep_cos)))
             while len(pending) > workers or (pending and pending[0][1].done()):
@@ -445,7 +454,7 @@ def intruders(pair, # `ModelPair`, or (base, fine-tune): anything `open_weights`
     return Intruders(pd.DataFrame(rows, columns=cols), pd.DataFrame(info, columns=['layer', 'module', 'name', 'shape', 'rel_update', 'how']),
                      k, eps, cos, pd.DataFrame(errors, columns=['layer', 'module', 'name', 'problem']))
 
-# %% ../nbs/21_spectral.ipynb 23
+# %% ../nbs/21_spectral.ipynb 25
 def intruders_reference(W0:torch.Tensor, Wt:torch.Tensor, k:int=10, eps:float=0.5) -> tuple[torch.Tensor, int]:
     "The paper's computation for one matrix pair ([out, in]): (s_j for j ≤ k, intruder count). Full fp32 SVDs, no cache."
     U0 = torch.linalg.svd(W0.float(), full_matrices=False)[0]
@@ -453,7 +462,7 @@ def intruders_reference(W0:torch.Tensor, Wt:torch.Tensor, k:int=10, eps:float=0.
     s = (Ut.T @ U0).abs().max(1).values[:k]
     return s, int((s < eps).sum())
 
-# %% ../nbs/21_spectral.ipynb 36
+# %% ../nbs/21_spectral.ipynb 38
 def cos_heatmap(res:Intruders, name:str, # a matrix of `res` (see `res.per_matrix`)
                 title:str|None=None) -> go.Figure:
     "|cos| between the top-k vectors of the fine-tuned matrix and the base vectors most aligned with them."
@@ -480,7 +489,7 @@ def eps_figure(results:dict, # {label: Intruders}
     fig.update_layout(title=title, xaxis_title='ε (threshold on max |cos|)', yaxis_title=f'intruders (top k)', height=380)
     return fig
 
-# %% ../nbs/21_spectral.ipynb 40
+# %% ../nbs/21_spectral.ipynb 42
 def _check_energy(energy):
     if not 0 < energy <= 1: raise ValueError(f'energy={energy} is outside (0, 1]: it is the share of Σσ² to cover (the paper uses 0.9).')
 
@@ -520,16 +529,17 @@ def _problems(rows:list, what:str, columns:list) -> pd.DataFrame:
 
 def spectral_stats(w:Mapping, config=None, kinds=MATRIX_KINDS, layers=None,
                    alpha:bool=False, # also fit the power-law exponent α of the ESD
-                   cache:SVDCache|str|Path|bool|None=None, progress:bool=True) -> pd.DataFrame:
+                   cache:SVDCache|str|Path|bool|None=None, progress:bool=True,
+                   device:str='cpu') -> pd.DataFrame: # where the SVDs run (see `spectral_device`)
     "Per block matrix: Frobenius and spectral norm, stable rank, numerical rank, spectral entropy (normalised), optionally α."
     from tqdm.auto import tqdm
-    config = _config(w, config); cache = cache if isinstance(cache, SVDCache) else SVDCache(cache)
+    config, dev = _config(w, config), spectral_device(device); cache = cache if isinstance(cache, SVDCache) else SVDCache(cache)
     rows, mats = [], block_matrices(w, config, kinds, layers)
     for m in tqdm(mats.itertuples(), total=len(mats), desc='spectral stats', disable=not progress):
-        W = as_linear(m.name, w[m.name], config)
+        W = as_linear(m.name, w[m.name], config).to(dev)
         key = dict(layer=m.layer, module=m.module, name=m.name, module_name=m.name.removesuffix('.weight'))
         problem = _nonfinite(weight=W)
-        rows.append(dict(key, problem=problem) if problem else dict(key, **_stats(cache.get(W)[1], alpha), problem=None))
+        rows.append(dict(key, problem=problem) if problem else dict(key, **_stats(cache.get(W)[1].cpu(), alpha), problem=None))
     return _problems(rows, 'spectral_stats', ['layer', 'module', 'name', 'module_name', *_STATS, *(['alpha'] if alpha else []), 'problem'])
 
 def singular_values(W:torch.Tensor) -> torch.Tensor:
@@ -550,15 +560,16 @@ def rounding_share(pair:ModelPair, name:str, S0:torch.Tensor, Sd:torch.Tensor) -
     return math.hypot(*eps) / math.sqrt(12) * float(S0.norm()) / nd if nd > 0 else 0.0   # no update: no noise in it either
 
 def delta_rank(pair, energy:float=0.9, adapter=None, kinds=MATRIX_KINDS, layers=None,
-               cache:SVDCache|str|Path|bool|None=None, seed:int=0, progress:bool=True) -> pd.DataFrame:
+               cache:SVDCache|str|Path|bool|None=None, seed:int=0, progress:bool=True,
+               device:str='cpu') -> pd.DataFrame: # where the spectra are computed (see `spectral_device`)
     "Per block matrix: the 90%-energy rank of ΔW, of W0 and of a same-shape Gaussian; ‖ΔW‖ and ‖ΔW‖/‖W0‖."
     from tqdm.auto import tqdm
     _check_energy(energy)
-    pair = as_pair(pair, adapter); config = _config(pair)
+    pair = as_pair(pair, adapter); config, dev = _config(pair), spectral_device(device)
     cache = cache if isinstance(cache, SVDCache) else SVDCache(cache)
     gauss, rows, mats = {}, [], block_matrices(pair, config, kinds, layers)
     for m in tqdm(mats.itertuples(), total=len(mats), desc='delta rank', disable=not progress):
-        W0, Wt = as_linear(m.name, pair.base.view(m.name), config), as_linear(m.name, pair.ft.view(m.name), config)
+        W0, Wt = (as_linear(m.name, w.view(m.name), config).to(dev) for w in (pair.base, pair.ft))
         key = dict(layer=m.layer, module=m.module, name=m.name, shape=m.shape)
         if problem := _nonfinite(base=W0, fine_tune=Wt): rows.append(dict(key, problem=problem)); continue
         D = Wt - W0
@@ -579,7 +590,7 @@ def delta_rank(pair, energy:float=0.9, adapter=None, kinds=MATRIX_KINDS, layers=
                       'Compare float32 checkpoints (or merge and save in float32).', stacklevel=2)
     return df
 
-# %% ../nbs/21_spectral.ipynb 44
+# %% ../nbs/21_spectral.ipynb 46
 def scale_intruders(pair, lam:float=0.75, # new singular value of each intruder: λσ
                     k:int=10, eps:float=0.5, adapter=None,
                     out:str|Path|None=None, # write here (HF dir, or a peft adapter dir for a LoRA fine-tune)
@@ -644,7 +655,7 @@ def _write_adapter(pair, new, out, overwrite):
             if f.is_file() and f.name not in ('adapter_model.safetensors', 'adapter_model.bin'): shutil.copy(f, d / f.name)
     return atomic_dir(out, write, overwrite)
 
-# %% ../nbs/21_spectral.ipynb 50
+# %% ../nbs/21_spectral.ipynb 52
 from transformers import TrainerCallback
 
 def live_weights(model) -> dict[str, torch.Tensor]:
@@ -709,7 +720,7 @@ def history_figure(histories:dict, # {label: IntruderTracker.history}
     fig.update_layout(title=title, xaxis_title='step', yaxis_title='intruders (top k)', height=380)
     return fig
 
-# %% ../nbs/21_spectral.ipynb 55
+# %% ../nbs/21_spectral.ipynb 57
 def layer_figure(res:Intruders, title:str|None=None) -> go.Figure:
     "Intruder counts per layer, stacked by module."
     pl = res.per_layer

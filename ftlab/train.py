@@ -4,7 +4,7 @@
 
 # %% ../nbs/20_train.ipynb 1
 from __future__ import annotations
-import copy, json, math, numbers, os, shutil, socket, time, warnings
+import contextlib, copy, json, math, numbers, os, shutil, socket, time, warnings
 from datetime import datetime, timezone
 from dataclasses import dataclass, asdict, fields
 from pathlib import Path
@@ -16,14 +16,14 @@ from .tasks import get_task, mixture_examples, PRETRAIN_TASKS, stable_seed, read
 from .evaluate import encode, evaluate, lm_loss, answer_token_mask
 from .weights import param_info, open_weights, family_of
 from .core import FtlabError, check_number, short, refuse_inside, write_atomic, pid_alive, quiet_hf
-from .sources import load, model_source, model_ref
+from .sources import load, model_source, model_ref, pick_device
 from .display import figure_widget, show_figure, Status, Panel
 from .zoo import lr_lambda   # warm-up, then cosine to 10% (shared with pre-training)
 
 # %% auto 0
 __all__ = ['METHODS', 'PRESETS', 'KINDS', 'TARGET_GROUPS', 'DEFAULT_LR', 'target_kinds', 'TrainConfig', 'trainable_params',
-           'encode_examples', 'pack_examples', 'Monitor', 'save_checkpoint', 'Run', 'runs', 'grad_mask', 'finetune',
-           'curves_figure', 'tradeoff_figure', 'LivePlot', 'FtlabCallback']
+           'encode_examples', 'pack_examples', 'Monitor', 'save_checkpoint', 'Run', 'runs', 'grad_mask', 'accelerator',
+           'train_step', 'finetune', 'curves_figure', 'tradeoff_figure', 'LivePlot', 'FtlabCallback']
 
 # %% ../nbs/20_train.ipynb 7
 METHODS = ('full', 'lora', 'rslora', 'dora', 'sparse')
@@ -78,7 +78,10 @@ class TrainConfig:
     init_seed: int = 0  # adapter init, dropout, HFT choice
     forget_tasks: tuple = PRETRAIN_TASKS  # tasks (names or data files) whose accuracy measures forgetting
     forget_text: str|None = None  # a text file (or data file with a `text` column) whose LM loss measures forgetting; default: the zoo's pre-training mixture
-    threads: int|None = None  # torch threads (default min(2, cores))
+    threads: int|None = None  # torch threads per process (default min(2, cores) shared by the processes)
+    grad_accum: int = 1  # micro-batches per optimiser step on each process: the step's `batch_size` rows are split over processes and micro-batches, so the result does not depend on either
+    mixed_precision: str|None = None  # 'no', 'bf16' or 'fp16' (autocast, by accelerate); None: accelerate's own setting (`accelerate launch --mixed_precision`, else 'no')
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, more time
 
     def __post_init__(self):
         def bad(what, got, valid): raise FtlabError(f'Unknown {what} {short(got)}; valid: {", ".join(map(str, valid))}.')
@@ -90,6 +93,7 @@ class TrainConfig:
         if self.method == 'sparse' and not self.mask:
             raise FtlabError("method='sparse' needs mask=: a safetensors file of boolean masks, a dict of masks, or 'grad'.")
         target_kinds(self.targets)
+        if self.mixed_precision not in (None, 'no', 'bf16', 'fp16'): bad('mixed_precision', self.mixed_precision, ('no', 'bf16', 'fp16'))
         self.forget_tasks = tuple(self.forget_tasks)
         if self.layers is not None:
             try: self.layers = sorted(int(l) for l in self.layers)
@@ -101,7 +105,7 @@ class TrainConfig:
     def _check_ranges(self):
         "Fill the defaults and check every number: a `FtlabError` names the field, its value and the valid range."
         num = lambda n, *a, **k: setattr(self, n, check_number(getattr(self, n), n, *a, **k))
-        for n in ('steps', 'batch_size', 'seq_len', 'n_train', 'n_eval', 'r'): num(n, 1, integer=True)
+        for n in ('steps', 'batch_size', 'seq_len', 'n_train', 'n_eval', 'r', 'grad_accum'): num(n, 1, integer=True)
         for n in ('eval_every', 'warmup'): num(n, 0, integer=True)      # eval_every=0: only at the start and the end
         for n in ('seed', 'init_seed'): num(n, integer=True)
         if self.save_every is None: self.save_every = self.eval_every
@@ -429,7 +433,8 @@ def _plan(cfg, out, overwrite, resume) -> tuple[bool, bool]:
                 raise FtlabError(f'Cannot resume {out}: {cp} is damaged ({_clip(str(old), 120)}). Restore the file, or pass '
                                  'overwrite=True (without resume) to train the run again from the start.')
             new = json.loads(json.dumps(asdict(cfg), default=str))
-            diff = {k: (old.get(k), v) for k, v in new.items() if old.get(k) != v and not (k == 'base' and model_ref(old.get(k)) == v)}
+            was = {f.name: f.default for f in fields(TrainConfig)} | old   # a setting added since the run was saved: its default
+            diff = {k: (was.get(k), v) for k, v in new.items() if was.get(k) != v and not (k == 'base' and model_ref(was.get(k)) == v)}
             if diff: raise FtlabError(f'Cannot resume {out}: its config differs in {short(diff, 400)} (saved, requested).')
             return (out / 'state.pt').exists(), False
         if not overwrite:
@@ -522,7 +527,50 @@ def _takes_model(cb) -> bool:
     try: return 'model' in inspect.signature(cb).parameters
     except (TypeError, ValueError): return False
 
-# %% ../nbs/20_train.ipynb 27
+# %% ../nbs/20_train.ipynb 28
+def accelerator(device:str='auto', # 'auto' (cuda, then mps, then cpu), 'cpu', 'cuda', 'mps'; `accelerate launch --cpu` forces cpu
+                cfg:TrainConfig|None=None): # its `mixed_precision` (if set), `batch_size` and `grad_accum`
+    "The `accelerate.Accelerator` a run trains with: one process here, or this process of `accelerate launch` (its config: processes, mixed precision, DeepSpeed, FSDP)."
+    from accelerate import Accelerator, PartialState
+    from accelerate.state import AcceleratorState
+    if PartialState().num_processes == 1:
+        AcceleratorState._reset_state()      # one process: each run sets its own device and precision (accelerate keeps one global state)
+    kw = dict(cpu=pick_device(device).type == 'cpu')
+    if cfg is not None and cfg.mixed_precision is not None: kw['mixed_precision'] = cfg.mixed_precision
+    acc = Accelerator(**kw)
+    from accelerate.utils import DistributedType
+    ds = getattr(acc.state, 'deepspeed_plugin', None)
+    if acc.distributed_type == DistributedType.FSDP or (ds is not None and getattr(ds, 'zero_stage', 0) == 3):
+        raise FtlabError('FSDP and DeepSpeed ZeRO-3 shard the parameters, but ftlab evaluates and saves checkpoints on the main '
+                         'process from whole parameters: use DDP (accelerate launch --multi_gpu) or DeepSpeed ZeRO stage 1 or 2.')
+    if cfg is not None and cfg.batch_size < acc.num_processes * cfg.grad_accum:
+        raise FtlabError(f'batch_size={cfg.batch_size} is smaller than processes × grad_accum = {acc.num_processes} × '
+                         f'{cfg.grad_accum}: every micro-batch needs a row. Raise batch_size or lower grad_accum.')
+    return acc
+
+
+# %% ../nbs/20_train.ipynb 30
+def train_step(acc, # the run's `Accelerator`
+               model, # the prepared model (DDP-wrapped with several processes)
+               ids:torch.Tensor, labels:torch.Tensor, # the whole step's batch (every process builds the same one)
+               grad_accum:int=1) -> float:
+    "Forward and backward of one optimiser step: this process's share of the batch, in `grad_accum` micro-batches; returns the batch's loss (mean over its label tokens)."
+    world, rank = acc.num_processes, acc.process_index
+    n_label = int((labels[:, 1:] != -100).sum())              # the tokens the whole batch scores (labels shift by one)
+    mine = torch.tensor_split(torch.arange(len(ids)), world)[rank]
+    micro = [r for r in torch.tensor_split(mine, grad_accum) if len(r)]
+    total = torch.zeros((), device=acc.device)
+    for j, rows in enumerate(micro):
+        with acc.no_sync(model) if j < len(micro) - 1 else contextlib.nullcontext():
+            # the micro-batch's summed token losses / the batch's token count: micro-batches and processes add up to the batch mean
+            loss = model(input_ids=ids[rows].to(acc.device), labels=labels[rows].to(acc.device),
+                         num_items_in_batch=max(n_label, 1)).loss
+            acc.backward(loss * world)                         # DDP averages the gradients over the processes
+        total += loss.detach()
+    return float(acc.reduce(total, 'sum') if world > 1 else total)
+
+
+# %% ../nbs/20_train.ipynb 33
 def finetune(base='llama', # zoo name, local HF model directory or hub id (recorded in the config)
              task='sort', # task name or Task
              method:str='lora', # one of METHODS
@@ -535,8 +583,9 @@ def finetune(base='llama', # zoo name, local HF model directory or hub id (recor
              live:bool=False, # in a notebook: a live plot of the evaluations, with what the run is doing and how far it is
              callbacks=(), # functions called with each evaluation row (dict), and the model if they take `model=`
              allow_pickle:bool=False, # allow `.bin` weights for a non-zoo base
+             device:str='auto', # 'auto' (cuda, then mps, then cpu), 'cpu', 'cuda', …; under `accelerate launch`, its config decides
              **kw) -> Run:
-    "Fine-tune `base` on `task` with `method`; returns the `Run` (config, metrics, checkpoints)."
+    "Fine-tune `base` on `task` with `method` on accelerate (one process, or each process of `accelerate launch`); returns the `Run`."
     unknown = sorted(set(kw) - set(TrainConfig.fields()))
     if unknown: raise TypeError(f'Unknown fine-tuning option(s) {unknown}; valid: {", ".join(TrainConfig.fields())}.')
     tsk = get_task(task)
@@ -549,8 +598,10 @@ def finetune(base='llama', # zoo name, local HF model directory or hub id (recor
     refuse_inside(out, [cfg.base] + ([cfg.mask] if cfg.mask != 'grad' else []), 'run')
     # Everything that can refuse the run is checked before the run directory is made or replaced.
     resuming, replace = _plan(cfg, out, overwrite, resume)
+    acc = accelerator(device, cfg)
+    main = acc.is_main_process
     state = _load_state(out / 'state.pt') if resuming else None
-    torch.set_num_threads(cfg.threads or min(2, os.cpu_count()))
+    torch.set_num_threads(cfg.threads or max(1, min(2, os.cpu_count()) // acc.num_processes))
     model, tok = (copy.deepcopy(model_tok[0]), model_tok[1]) if model_tok else load(cfg.base, allow_pickle=allow_pickle)
     _check_base(model, cfg)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
@@ -562,65 +613,73 @@ def finetune(base='llama', # zoo name, local HF model directory or hub id (recor
         rng = np.random.default_rng(stable_seed(purpose, cfg.seed, step))
         return pack_examples(examples, rng.integers(0, len(examples), cfg.batch_size * cfg.seq_len // 2),
                              cfg.batch_size, cfg.seq_len, pad)
-    monitor = Monitor(tok, tsk, cfg.forget_tasks, cfg.n_eval, forget_text=cfg.forget_text)
+    monitor = Monitor(tok, tsk, cfg.forget_tasks, cfg.n_eval, forget_text=cfg.forget_text) if main else None
     masks = None
     if cfg.method == 'sparse':
         if resuming: masks = _check_mask(_load_mask(out / 'mask.safetensors'), model)
         elif mask is not None and not isinstance(mask, (str, Path)): masks = _check_mask(mask, model)
         elif cfg.mask != 'grad': masks = _check_mask(_load_mask(cfg.mask), model)
-    plot = LivePlot(title=f'{cfg.method} on {tsk.name}: learning and forgetting', steps=cfg.steps) if live else None
+    model = model.to(acc.device)
+    plot = LivePlot(title=f'{cfg.method} on {tsk.name}: learning and forgetting', steps=cfg.steps) if live and main else None
     if plot is not None: plot.show()                                 # on screen before the first evaluation
-    if resuming: row0 = None
+    if resuming or not main: row0 = None
     elif plot is None: row0 = monitor(model, 0)                      # the unmodified base
     else:
         with plot.status.busy(f'evaluating the base (step 0) on {tsk.name} and the forgetting measures'): row0 = monitor(model, 0)
     if cfg.method == 'sparse':
         if masks is None:
-            masks = grad_mask(model, [batch(i, 'grad_mask')[:2] for i in range(8)], trainable_params(model, cfg), cfg.density)
+            masks = grad_mask(model, [tuple(t.to(acc.device) for t in batch(i, 'grad_mask')[:2]) for i in range(8)],
+                              trainable_params(model, cfg), cfg.density)
+        masks = {n: m_.to(acc.device) for n, m_ in masks.items()}
         _train_only(model, masks)
     else: model = _wrap(model, cfg)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=dict(use_reentrant=False))
+        if hasattr(model, 'enable_input_require_grads'): model.enable_input_require_grads()
     params = dict(model.named_parameters())
     frozen0 = {n: params[n].detach().clone() for n in masks} if masks else None
     trainable = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))   # stepped once per optimiser step (not prepared)
     start, tokens, t_train = 0, 0, 0.0
     if resuming:
         start, tokens, t_train = _restore(state, out / 'state.pt', model, opt, sched)
         if tokens is None: tokens = sum(batch(s)[3] for s in range(start))   # a state.pt written before tokens were kept
     else: torch.manual_seed(cfg.init_seed + 1)
-    out = _prepare(out, replace)                                       # the first change on disk
+    dmodel, opt = acc.prepare(model, opt)                              # DDP / FSDP / DeepSpeed / mixed precision, as configured
+    if main: out = _prepare(out, replace)                              # the first change on disk
+    acc.wait_for_everyone()
+    out = Path(out)
     metrics_path, done = out / 'metrics.jsonl', start
     try:
-        if resuming:
+        if main and resuming:
             rows = [r for r in _read_jsonl(metrics_path) if r['step'] <= start]
             write_atomic(metrics_path, ''.join(json.dumps(r) + '\n' for r in rows))
-        else:
+        elif main:
             _write_json(out / 'run_config.json', asdict(cfg))
             write_atomic(metrics_path, json.dumps(dict(kind='eval', **row0)) + '\n')
             if masks is not None:
                 from safetensors.torch import save_file
-                save_file({n: v.to(torch.uint8) for n, v in masks.items()}, out / 'mask.tmp')
+                save_file({n: v.to(torch.uint8).cpu() for n, v in masks.items()}, out / 'mask.tmp')
                 os.replace(out / 'mask.tmp', out / 'mask.safetensors')
-        _write_status(out, 'running', start)
+        if main: _write_status(out, 'running', start)
         if plot is not None: plot.update(Run(out).metrics)
         from tqdm.auto import tqdm
-        bar = tqdm(range(start, cfg.steps), desc=f'{cfg.method} on {tsk.name}', disable=not progress,
+        bar = tqdm(range(start, cfg.steps), desc=f'{cfg.method} on {tsk.name}', disable=not progress or not main,
                    initial=start, total=cfg.steps)
-        model.train()
+        dmodel.train()
         for step in bar:
             ids, labels, _, n_tok = batch(step)
             t0 = time.perf_counter()
-            loss = model(input_ids=ids, labels=labels).loss
-            if not torch.isfinite(loss):
+            loss = train_step(acc, dmodel, ids, labels, cfg.grad_accum)
+            if not math.isfinite(loss):
                 last = Run(out).checkpoints
                 raise FloatingPointError(
-                    f'Loss became {loss.item()} at step {step + 1}; stopped. The last good checkpoint is '
+                    f'Loss became {loss} at step {step + 1}; stopped. The last good checkpoint is '
                     f'{last[max(last)] if last else "none (no step was saved)"}. Lower lr (now {cfg.lr}).')
-            loss.backward()
             if masks:
                 for n, m_ in masks.items(): params[n].grad.mul_(m_)
-            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+            acc.clip_grad_norm_(trainable, 1.0)
             opt.step(); sched.step(); opt.zero_grad(set_to_none=True)
             if masks:
                 with torch.no_grad():
@@ -628,35 +687,41 @@ def finetune(base='llama', # zoo name, local HF model directory or hub id (recor
             t_train += time.perf_counter() - t0
             tokens += n_tok
             done = step + 1
-            if done % 10 == 0 or done == cfg.steps:
-                _append(metrics_path, dict(kind='train', step=done, loss=loss.item(), lr=sched.get_last_lr()[0],
-                                           tokens=tokens, train_seconds=t_train))
+            if main and (done % 10 == 0 or done == cfg.steps):
+                _append(metrics_path, dict(kind='train', step=done, loss=loss, lr=sched.get_last_lr()[0],
+                                           tokens=tokens, train_seconds=t_train, processes=acc.num_processes))
                 _write_status(out, 'running', done)
-                bar.set_postfix(loss=f'{loss.item():.3f}')
-                if plot is not None: plot.training(done, loss.item())
+                bar.set_postfix(loss=f'{loss:.3f}')
+                if plot is not None: plot.training(done, loss)
             if (cfg.save_every and done % cfg.save_every == 0) or done == cfg.steps:
-                save_checkpoint(model, tok, out, done)
-                torch.save(dict(model=_trained_state(model), opt=opt.state_dict(), sched=sched.state_dict(),
-                                rng=torch.get_rng_state(), step=done, tokens=tokens, train_seconds=t_train), out / 'state.tmp')
-                os.replace(out / 'state.tmp', out / 'state.pt')
-                _write_status(out, 'running', done)
+                acc.wait_for_everyone()
+                if main:
+                    save_checkpoint(model, tok, out, done)
+                    torch.save(dict(model=_trained_state(model), opt=opt.state_dict(), sched=sched.state_dict(),
+                                    rng=torch.get_rng_state(), step=done, tokens=tokens, train_seconds=t_train), out / 'state.tmp')
+                    os.replace(out / 'state.tmp', out / 'state.pt')
+                    _write_status(out, 'running', done)
             if (cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps:
-                if plot is not None: plot.status.show(f' evaluating at step {done}/{cfg.steps}…', '<progress style="width:8em"></progress>')
-                row = monitor(model, done)
-                _append(metrics_path, dict(kind='eval', **row))
-                _write_status(out, 'running', done)
-                bar.set_postfix(loss=f'{loss.item():.3f}', acc=f'{row["task_acc"]:.2f}')
-                if plot is not None: plot.update(Run(out).metrics)
-                for cb in callbacks: cb(row, model=model) if _takes_model(cb) else cb(row)
-        _write_status(out, 'done', cfg.steps)
+                if main:
+                    if plot is not None: plot.status.show(f' evaluating at step {done}/{cfg.steps}…', '<progress style="width:8em"></progress>')
+                    row = monitor(model, done)
+                    _append(metrics_path, dict(kind='eval', **row))
+                    _write_status(out, 'running', done)
+                    bar.set_postfix(loss=f'{loss:.3f}', acc=f'{row["task_acc"]:.2f}')
+                    if plot is not None: plot.update(Run(out).metrics)
+                    for cb in callbacks: cb(row, model=model) if _takes_model(cb) else cb(row)
+                acc.wait_for_everyone()
+        if main: _write_status(out, 'done', cfg.steps)
     except BaseException as e:        # an error, a NaN loss, Ctrl-C: the run says so before the exception goes on
-        try: _write_status(out, 'failed', done, message=_failure(e, done, out))
+        try:
+            if main: _write_status(out, 'failed', done, message=_failure(e, done, out))
         except Exception: pass
         raise
+    acc.wait_for_everyone()
     return Run(out)
 
 
-# %% ../nbs/20_train.ipynb 31
+# %% ../nbs/20_train.ipynb 38
 def curves_figure(metrics:pd.DataFrame|Run|dict, # a run's metrics, a Run, or {label: metrics}
                   title:str='Learning and forgetting') -> go.Figure:
     "Target accuracy (solid), mean pre-training-task accuracy (dotted) and pre-training LM loss per step, a colour per run."
@@ -710,7 +775,7 @@ class LivePlot:
 
 def _empty_metrics(m): return m if m is not None and len(m) else pd.DataFrame(columns=['step', 'task_acc', 'pre_acc', 'lm_loss'])
 
-# %% ../nbs/20_train.ipynb 59
+# %% ../nbs/20_train.ipynb 66
 class FtlabCallback(TrainerCallback):
     "ftlab's evaluation, forgetting and snapshots for a HF `Trainer`: `Trainer(..., callbacks=[FtlabCallback(tok, 'sort')])`."
     def __init__(self, tok, task, out:str|Path|None=None, eval_every:int=50, save_every:int|None=None,
