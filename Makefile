@@ -72,4 +72,4 @@ lab: setup
 		--LabApp.default_url=/lab/tree/nbs/tutorials/getting_started.ipynb $(LAB_ARGS)
 
 clean:
-	rm -rf _proc _docs _site reports .pytest_cache
+	rm -rf _proc _docs _site jupyter_execute reports .pytest_cache

@@ -20,9 +20,9 @@ from .weights import ModelPair, LoraWeights, open_weights, param_info, family_of
 
 # %% auto 0
 __all__ = ['MATRIX_KINDS', 'block_matrices', 'as_linear', 'spectral_device', 'content_key', 'base_svd', 'SVDCache', 'top_svd',
-           'Intruders', 'intruders', 'intruders_reference', 'cos_heatmap', 'eps_figure', 'energy_rank',
-           'powerlaw_alpha', 'spectral_stats', 'singular_values', 'rounding_share', 'delta_rank', 'scale_intruders',
-           'live_weights', 'IntruderTracker', 'history_figure', 'layer_figure', 'intruder_widget']
+           'Intruders', 'intruders', 'intruders_reference', 'cos_heatmap', 'eps_figure', 'lora_singular_values',
+           'energy_rank', 'powerlaw_alpha', 'spectral_stats', 'singular_values', 'rounding_share', 'delta_rank',
+           'scale_intruders', 'live_weights', 'IntruderTracker', 'history_figure', 'layer_figure', 'intruder_widget']
 
 # %% ../nbs/21_spectral.ipynb 7
 MATRIX_KINDS = ('q', 'k', 'v', 'o', 'qkv', 'gate', 'up', 'down')
@@ -490,6 +490,18 @@ def eps_figure(results:dict, # {label: Intruders}
     return fig
 
 # %% ../nbs/21_spectral.ipynb 42
+def lora_singular_values(lw:LoraWeights, name:str) -> torch.Tensor|None:
+    """Singular values (descending, float32) of a LoRA update s·B·A from its factors: QR of B and of Aᵀ, then the
+    r × r core, in float64. Exact, in O((m + n)·r²) instead of a spectrum of the m × n matrix; none (an empty tensor)
+    for a matrix the adapter leaves alone; None for a DoRA target (its magnitude makes ΔW full rank)."""
+    p = lw.parts.get(name)
+    if p is None: return torch.zeros(0)
+    if 'lora_magnitude_vector' in p or 'lora_A' not in p: return None
+    _, RB = torch.linalg.qr(p['lora_B'].double())
+    _, RA = torch.linalg.qr(p['lora_A'].double().T)
+    return (torch.linalg.svdvals(RB @ RA.T) * abs(lw.scaling(name))).float()
+
+# %% ../nbs/21_spectral.ipynb 43
 def _check_energy(energy):
     if not 0 < energy <= 1: raise ValueError(f'energy={energy} is outside (0, 1]: it is the share of Σσ² to cover (the paper uses 0.9).')
 
@@ -568,13 +580,19 @@ def delta_rank(pair, energy:float=0.9, adapter=None, kinds=MATRIX_KINDS, layers=
     pair = as_pair(pair, adapter); config, dev = _config(pair), spectral_device(device)
     cache = cache if isinstance(cache, SVDCache) else SVDCache(cache)
     gauss, rows, mats = {}, [], block_matrices(pair, config, kinds, layers)
+    lora = isinstance(pair.ft, LoraWeights)
     for m in tqdm(mats.itertuples(), total=len(mats), desc='delta rank', disable=not progress):
-        W0, Wt = (as_linear(m.name, w.view(m.name), config).to(dev) for w in (pair.base, pair.ft))
+        W0 = as_linear(m.name, pair.base.view(m.name), config).to(dev)
         key = dict(layer=m.layer, module=m.module, name=m.name, shape=m.shape)
-        if problem := _nonfinite(base=W0, fine_tune=Wt): rows.append(dict(key, problem=problem)); continue
-        D = Wt - W0
+        Sd = lora_singular_values(pair.ft, m.name) if lora else None      # an adapter's ΔW = s·B·A: σ from its factors
+        if Sd is not None and bool(torch.isfinite(Sd).all()) and not _nonfinite(base=W0):
+            Sd = torch.cat([Sd, Sd.new_zeros(min(W0.shape) - len(Sd))]).to(dev)
+        else:
+            Wt = as_linear(m.name, pair.ft.view(m.name), config).to(dev)
+            if problem := _nonfinite(base=W0, fine_tune=Wt): rows.append(dict(key, problem=problem)); continue
+            D = Wt - W0
+            Sd = singular_values(D) if D.any() else D.new_zeros(min(D.shape))
         S0 = cache.values(W0)                  # σ of W0 only: no U to compute (cached, a few KB per matrix)
-        Sd = singular_values(D) if D.any() else D.new_zeros(min(D.shape))
         rnd = rounding_share(pair, m.name, S0, Sd)
         if m.shape not in gauss:
             gauss[m.shape] = energy_rank(torch.linalg.svdvals(torch.randn(*m.shape, generator=torch.Generator().manual_seed(seed))), energy)
@@ -590,7 +608,7 @@ def delta_rank(pair, energy:float=0.9, adapter=None, kinds=MATRIX_KINDS, layers=
                       'Compare float32 checkpoints (or merge and save in float32).', stacklevel=2)
     return df
 
-# %% ../nbs/21_spectral.ipynb 46
+# %% ../nbs/21_spectral.ipynb 49
 def scale_intruders(pair, lam:float=0.75, # new singular value of each intruder: λσ
                     k:int=10, eps:float=0.5, adapter=None,
                     out:str|Path|None=None, # write here (HF dir, or a peft adapter dir for a LoRA fine-tune)
@@ -655,7 +673,7 @@ def _write_adapter(pair, new, out, overwrite):
             if f.is_file() and f.name not in ('adapter_model.safetensors', 'adapter_model.bin'): shutil.copy(f, d / f.name)
     return atomic_dir(out, write, overwrite)
 
-# %% ../nbs/21_spectral.ipynb 52
+# %% ../nbs/21_spectral.ipynb 55
 from transformers import TrainerCallback
 
 def live_weights(model) -> dict[str, torch.Tensor]:
@@ -720,7 +738,7 @@ def history_figure(histories:dict, # {label: IntruderTracker.history}
     fig.update_layout(title=title, xaxis_title='step', yaxis_title='intruders (top k)', height=380)
     return fig
 
-# %% ../nbs/21_spectral.ipynb 57
+# %% ../nbs/21_spectral.ipynb 60
 def layer_figure(res:Intruders, title:str|None=None) -> go.Figure:
     "Intruder counts per layer, stacked by module."
     pl = res.per_layer

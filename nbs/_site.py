@@ -484,18 +484,20 @@ def build(out:Path, nbs:Path, cfg, jobs:int=2) -> list[Path]:
                                                  git_url=cfg.git_url, branch=cfg.get('branch', 'main')))
     if out.exists() and not (out / MARKER).exists() and any(out.iterdir()):
         sys.exit(f'{out} exists and was not made by {Path(__file__).name}; remove it or choose --out')
-    tmp = out.with_name(out.name + '.building')   # built aside, then swapped in: a failed build leaves `out` as it was
-    shutil.rmtree(tmp, ignore_errors=True)
+    work = out.with_name(out.name + '.building')   # built aside, then swapped in: a failed build leaves `out` as it was
+    shutil.rmtree(work, ignore_errors=True)
+    tmp = work / 'html'                              # (myst-nb also writes jupyter_execute/ next to its output folder)
     sphinx = Path(sys.executable).parent / 'sphinx-build'
     r = subprocess.run([str(sphinx), '-b', 'html', '-q', '-W', '--keep-going', '-j', str(jobs), '-d',
                         str(stage / '.doctrees'), str(stage), str(tmp)], cwd=ROOT)
     if r.returncode:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
         sys.exit(f'sphinx-build failed (exit {r.returncode}); see the warnings above')
     (tmp / MARKER).write_text('built by nbs/_site.py\n')
     (tmp / '.nojekyll').write_text('')
     if out.exists(): shutil.rmtree(out)
     tmp.rename(out)
+    shutil.rmtree(work, ignore_errors=True)
     return [r.with_suffix('.html') for r in rels]
 
 # ---------------------------------------------------------------------------- README, execution

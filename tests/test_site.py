@@ -34,6 +34,7 @@ def site(tmp_path_factory):
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, f'site build failed:\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}'
     print(f'site built in {time.time() - t0:.1f}s')
+    assert sorted(p.name for p in d.parent.iterdir()) == ['_site'], 'the build left files beside its output folder'
     return d
 
 
