@@ -249,4 +249,6 @@ def main(argv=None):
         print(f'ftlab {args.cmd}: error: {error_text(e)}', file=sys.stderr)
         return 2
 
-if __name__ == '__main__': sys.exit(main())   # `python -m ftlab.cli …`, and `accelerate launch -m ftlab.cli train …`
+# %% ../nbs/40_cli.ipynb 18
+#| eval: false
+if __name__ == '__main__': sys.exit(main())   # `python -m ftlab.cli …`; `accelerate launch -m ftlab.cli train …`

@@ -531,10 +531,10 @@ def _takes_model(cb) -> bool:
 def accelerator(device:str='auto', # 'auto' (cuda, then mps, then cpu), 'cpu', 'cuda', 'mps'; `accelerate launch --cpu` forces cpu
                 cfg:TrainConfig|None=None): # its `mixed_precision` (if set), `batch_size` and `grad_accum`
     "The `accelerate.Accelerator` a run trains with: one process here, or this process of `accelerate launch` (its config: processes, mixed precision, DeepSpeed, FSDP)."
-    from accelerate import Accelerator, PartialState
+    from accelerate import Accelerator
     from accelerate.state import AcceleratorState
-    if PartialState().num_processes == 1:
-        AcceleratorState._reset_state()      # one process: each run sets its own device and precision (accelerate keeps one global state)
+    if int(os.environ.get('WORLD_SIZE', 1)) == 1:   # one process: each run sets its own device and precision (accelerate keeps one global state)
+        AcceleratorState._reset_state(reset_partial_state=True)
     kw = dict(cpu=pick_device(device).type == 'cpu')
     if cfg is not None and cfg.mixed_precision is not None: kw['mixed_precision'] = cfg.mixed_precision
     acc = Accelerator(**kw)

@@ -1,4 +1,8 @@
-"""Training on accelerate with two processes (`accelerate launch --cpu --num_processes 2`, gloo) matches one process.
+"""Training on accelerate with two processes (gloo, on CPU) matches one process.
+
+`accelerate launch --multi_gpu --num_processes 2` starts two processes through torch.distributed; on a machine
+without GPUs, and with `--device cpu`, they train on CPU over gloo. (`accelerate launch --cpu --num_processes 2`
+starts a single process in accelerate 1.15: its simple launcher ignores --num_processes without mpirun.)
 
 Every process builds the same batch of a step and trains on its share of the rows (`ftlab.train.train_step`), so the
 losses and evaluations of a 2-process run equal those of a 1-process run up to float rounding.
@@ -19,9 +23,10 @@ def test_two_processes_match_one(tmp_path):
     one = subprocess.run([str(BIN / 'ftlab'), 'train', *ARGS, '--out', str(tmp_path / 'one'), '--device', 'cpu'],
                          env=env, capture_output=True, text=True, timeout=600)
     assert one.returncode == 0, one.stderr[-3000:]
-    two = subprocess.run([str(BIN / 'accelerate'), 'launch', '--cpu', '--num_processes', '2', '--num_machines', '1',
+    two = subprocess.run([str(BIN / 'accelerate'), 'launch', '--multi_gpu', '--num_processes', '2', '--num_machines', '1',
                           '--mixed_precision', 'no', '--dynamo_backend', 'no', '-m', 'ftlab.cli', 'train', *ARGS,
-                          '--out', str(tmp_path / 'two')], env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+                          '--device', 'cpu', '--out', str(tmp_path / 'two')],
+                         env=dict(env, CUDA_VISIBLE_DEVICES=''), capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert two.returncode == 0, two.stderr[-3000:]
     assert two.stdout.count('Run written to') == 1, 'only the main process reports'
     t1, t2 = rows(tmp_path / 'one', 'train'), rows(tmp_path / 'two', 'train')
