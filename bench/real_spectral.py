@@ -1,8 +1,9 @@
 """delta_rank against intruders on a real pretrained pair (SmolLM2-135M-Instruct), in the same run.
 
 What it measures
-  The base is SmolLM2-135M-Instruct (`ftlab.sources.smollm2()`, built once by `make smollm2`). The fine-tune is
-  a short LoRA run on it (`--steps` steps on `--task`, written to a temporary directory), read as base + adapter.
+  The base is SmolLM2-135M-Instruct (`ftlab.sources.smollm2()`, built once by `make smollm2`). The fine-tunes are
+  short runs on it (`--steps` steps on `--task`, written to a temporary directory): LoRA, read as base + adapter
+  (delta_rank takes ΔW's spectrum from the adapter's factors), and full fine-tuning (dense ΔW). `--method` picks one.
   Both analyses go over the same 210 block matrices, each with a fresh disk cache (cold), then again with the
   cache the first pass filled (warm):
   - `intruders` (k=10, ε=0.5): the base's top singular vectors (cached) and the fine-tune's certified top-k.
@@ -10,7 +11,7 @@ What it measures
   Prints the times and the ratio delta_rank / intruders (the issue's target: ≤ 1, delta_rank no slower).
   Exits 0 either way.
 
-Run:  make smollm2 && .venv/bin/python bench/real_spectral.py [--steps 4] [--threads 2]
+Run:  make smollm2 && .venv/bin/python bench/real_spectral.py [--method lora|full|both] [--steps 4] [--threads 2]
 """
 from __future__ import annotations
 import argparse, os, tempfile, time
@@ -19,6 +20,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--task', default='copy'); ap.add_argument('--steps', type=int, default=4)
     ap.add_argument('--threads', type=int, default=2)
+    ap.add_argument('--method', default='both', choices=('lora', 'full', 'both'))
     a = ap.parse_args()
     import torch
     torch.set_num_threads(a.threads)
@@ -26,11 +28,12 @@ def main():
     from ftlab.train import finetune
     from ftlab.spectral import intruders, delta_rank, SVDCache
     base = smollm2()
-    with tempfile.TemporaryDirectory() as d:
+    for method in (('lora', 'full') if a.method == 'both' else (a.method,)):
+      with tempfile.TemporaryDirectory() as d:
         t0 = time.perf_counter()
-        run = finetune(str(base), a.task, 'lora', os.path.join(d, 'run'), steps=a.steps, eval_every=0, n_eval=8, n_train=64,
+        run = finetune(str(base), a.task, method, os.path.join(d, 'run'), steps=a.steps, eval_every=0, n_eval=8, n_train=64,
                        batch_size=4, seq_len=64, progress=False, threads=a.threads, forget_tasks=())
-        print(f'LoRA fine-tune of {base.name}: {a.steps} steps on {a.task} in {time.perf_counter() - t0:.1f} s')
+        print(f'{method} fine-tune of {base.name}: {a.steps} steps on {a.task} in {time.perf_counter() - t0:.1f} s')
         pair = (str(base), run)
         caches = {side: os.path.join(d, f'svd-{side}') for side in ('intruders', 'delta_rank')}
         for label in ('cold', 'warm'):
@@ -38,7 +41,7 @@ def main():
             ti = time.perf_counter() - t0
             t0 = time.perf_counter(); dr = delta_rank(pair, cache=SVDCache(caches['delta_rank']), progress=False)
             td = time.perf_counter() - t0
-            print(f'{label}: intruders {ti:6.2f} s ({len(r.per_matrix)} matrices, {r.count} intruders)   '
+            print(f'{method} {label}: intruders {ti:6.2f} s ({len(r.per_matrix)} matrices, {r.count} intruders)   '
                   f'delta_rank {td:6.2f} s ({len(dr)} matrices, median rank_delta {dr.rank_delta.median():.0f})   '
                   f'ratio delta_rank / intruders {td / ti:.2f} (target <= 1)')
 

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 import torch
 from .core import FtlabError, ZOO_DIR, ZOO_NAMES, read_json, guard_output, atomic_dir, cache_dir, quiet_hf
-from .weights import Weights, LoraWeights, ModelPair, open_weights, weight_files
+from .weights import Weights, LoraWeights, ModelPair, open_weights, weight_files, adopt_family
 
 # %% auto 0
 __all__ = ['SMOLLM2', 'pick_device', 'pick_dtype', 'model_dir', 'model_ref', 'load', 'from_gguf', 'smollm2', 'model_source',
@@ -88,6 +88,7 @@ def load(name:str='llama', # a zoo name ('llama', 'gpt2'), a local HF model dire
         raise FileNotFoundError(f"{name!r} is not a zoo name ({', '.join(ZOO_NAMES)}), a local model directory, nor a "
                                 f"hub id that could be downloaded ({type(e).__name__}). Check the path.") from e
     if device_map is None: model = model.to(pick_device(device))
+    adopt_family(model.config, [n for n, _ in model.named_parameters()])   # a LLaMA-like model type without a record
     return model.eval(), tok
 
 # %% ../nbs/06_sources.ipynb 18
@@ -157,4 +158,6 @@ def as_pair(pair, # a `ModelPair`, or (base, fine-tune): zoo names, dirs, module
         raise TypeError(f'Expected a ModelPair or a (base, fine-tune) pair, got {type(pair).__name__}.')
     b, ft = (model_source(x) if isinstance(x, str) else x for x in pair)
     if is_run(ft): ft = ft.weights(base=b)
-    return ModelPair(b, ft, adapter=adapter, allow_pickle=allow_pickle)
+    p = ModelPair(b, ft, adapter=adapter, allow_pickle=allow_pickle)
+    if p.config is not None: adopt_family(p.config, p.names)           # a LLaMA-like model type without a record
+    return p

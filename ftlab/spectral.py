@@ -16,7 +16,7 @@ from .core import atomic_dir, cache_dir, copy_model_files, guard_output, save_sa
 from .display import show_figure, figure_widget, Status, Panel
 from .sources import as_pair, pick_device
 from .tensors import lowrank_factors
-from .weights import ModelPair, LoraWeights, open_weights, param_info, family_of, dora_weight, input_dirs
+from .weights import ModelPair, LoraWeights, open_weights, param_info, family_of, dora_weight, input_dirs, adopt_family
 
 # %% auto 0
 __all__ = ['MATRIX_KINDS', 'block_matrices', 'as_linear', 'spectral_device', 'content_key', 'base_svd', 'SVDCache', 'top_svd',
@@ -30,6 +30,7 @@ MATRIX_KINDS = ('q', 'k', 'v', 'o', 'qkv', 'gate', 'up', 'down')
 def _config(w, config=None):
     config = config if config is not None else getattr(w, 'config', None)
     if config is None: raise ValueError('These weights carry no config: pass config= (a HF config or its model_type).')
+    adopt_family(config, getattr(w, 'names', None) or list(w))   # a LLaMA-like model type without a record
     return config
 
 def block_matrices(w:Mapping, # weights (`open_weights`, `ModelPair`)

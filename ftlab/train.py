@@ -14,7 +14,7 @@ from plotly.subplots import make_subplots
 from transformers import TrainerCallback
 from .tasks import get_task, mixture_examples, PRETRAIN_TASKS, stable_seed, read_texts
 from .evaluate import encode, evaluate, lm_loss, answer_token_mask
-from .weights import param_info, open_weights, family_of
+from .weights import param_info, open_weights, family_of, adopt_family
 from .core import FtlabError, check_number, short, refuse_inside, write_atomic, pid_alive, quiet_hf
 from .sources import load, model_source, model_ref, pick_device
 from .display import figure_widget, show_figure, Status, Panel
@@ -481,7 +481,7 @@ def _check_base(model, cfg) -> list[str]:
     if bad: raise FtlabError(
         f'The base model {cfg.base} is damaged: {len(bad)} parameter(s) hold NaN or inf values, e.g. {bad[:3]}. Training '
         'cannot repair this, and it is not a learning-rate problem: restore or re-download the base, or pick another.')
-    try: family_of(model.config)
+    try: adopt_family(model.config, [n for n, _ in model.named_parameters()]) or family_of(model.config)
     except NotImplementedError as e: raise FtlabError(str(e)) from e
     n = getattr(model.config, 'num_hidden_layers', None)
     if cfg.layers and n is not None and any(l >= n for l in cfg.layers):

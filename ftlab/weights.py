@@ -6,7 +6,7 @@
 from __future__ import annotations
 import json, math, re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 import pandas as pd, torch
 from .core import FtlabError, read_json
@@ -14,7 +14,7 @@ from .core import FtlabError, read_json
 # %% auto 0
 __all__ = ['QKV_LAYOUTS', 'FAMILIES', 'WeightsError', 'safetensors_header', 'weight_files', 'Weights', 'dora_weight',
            'LoraWeights', 'open_weights', 'input_dirs', 'ModelPair', 'task_vector', 'Family', 'add_family', 'family_of',
-           'family', 'ParamInfo', 'param_info', 'weights_table']
+           'family', 'ParamInfo', 'param_info', 'weights_table', 'adopt_family']
 
 # %% ../nbs/04_weights.ipynb 5
 class WeightsError(FtlabError):
@@ -284,7 +284,8 @@ def family_of(config) -> Family:
     mt = config if isinstance(config, str) else getattr(config, 'model_type', None) or (config or {}).get('model_type')
     for f in FAMILIES.values():
         if mt in f.model_types: return f
-    raise NotImplementedError(f'Unsupported architecture {mt!r}. ftlab supports model types: '
+    why = f' ({_UNFIT[mt]})' if mt in _UNFIT else ''
+    raise NotImplementedError(f'Unsupported architecture {mt!r}{why}. ftlab supports model types: '
                               f"{', '.join(t for f in FAMILIES.values() for t in f.model_types)}. "
                               'A new family is one `Family` record (ftlab.weights.add_family).')
 
@@ -345,4 +346,30 @@ def weights_table(w:Mapping, config=None) -> pd.DataFrame:
     config = config or getattr(w, 'config', None)
     if config is None: raise WeightsError('These weights carry no config: pass config= (a HF config or model_type).')
     shapes = w.shapes
+    adopt_family(config, shapes)
     return pd.DataFrame([dict(vars(param_info(k, config)), shape=tuple(s), numel=math.prod(s)) for k, s in shapes.items()])
+
+# %% ../nbs/04_weights.ipynb 33
+_UNFIT = {}   # model type → why its parameters do not fit a layout ftlab reads (for `family_of`'s error)
+
+def adopt_family(config, # HF config, dict or model_type of the model
+                 names) -> Family|None: # its parameter names
+    "The `Family` of a model: its record, else LLaMA's layout registered for its model type when every block parameter has a LLaMA name; None (the reason kept for `family_of`) when they do not fit."
+    mt = config if isinstance(config, str) else getattr(config, 'model_type', None) or (config or {}).get('model_type')
+    if any(mt in f.model_types for f in FAMILIES.values()): return family_of(mt)
+    llama, kinds, odd = FAMILIES['llama'], set(), []
+    for n in names:
+        stem = n.removeprefix('base_model.model.').rpartition('.')[0]
+        m = re.search(r'(?:^|\.)layers\.(\d+)\.(.+)$', stem)
+        if m is None:
+            if not any(re.fullmatch(rf'(.*\.)?{pat}', stem) for pat, _ in _OUTER): odd.append(n)
+            continue
+        k = next((kind for pat, _, kind in llama.kinds if re.fullmatch(pat, m.group(2))), None)
+        if k is None and not re.fullmatch(r'self_attn(\.rotary_emb)?', m.group(2)): odd.append(n)
+        kinds.add(k)
+    missing = {'q', 'k', 'v', 'o', 'gate', 'up', 'down'} - kinds
+    if mt is None or odd or missing:
+        _UNFIT[mt] = (f'its parameters {odd[:3]} have no place in the LLaMA layout' if odd else
+                      f'its blocks lack the {sorted(missing)} projections' if kinds - {None} else 'it has no model.layers.N blocks')
+        return None
+    return add_family(replace(llama, name=mt, model_types=(mt,)))
