@@ -596,7 +596,7 @@ def delta_rank(pair, energy:float=0.9, adapter=None, kinds=MATRIX_KINDS, layers=
         S0 = cache.values(W0)                  # σ of W0 only: no U to compute (cached, a few KB per matrix)
         rnd = rounding_share(pair, m.name, S0, Sd)
         if m.shape not in gauss:
-            gauss[m.shape] = energy_rank(torch.linalg.svdvals(torch.randn(*m.shape, generator=torch.Generator().manual_seed(seed))), energy)
+            gauss[m.shape] = energy_rank(singular_values(torch.randn(*m.shape, generator=torch.Generator().manual_seed(seed))), energy)
         rows.append(dict(key, rank_delta=energy_rank(Sd, energy), rank_base=energy_rank(S0, energy), rank_gauss=gauss[m.shape],
                          fro_delta=float(Sd.norm()), spectral_delta=float(Sd[0]), rel_update=float(Sd.norm() / S0.norm()),
                          rounding=rnd, problem=None))
