@@ -281,6 +281,7 @@ def api_entries(module:str, names:list[str], link, done:set) -> str:
 _re_tmp = re.compile(r'(?:/private)?/(?:tmp|var/folders/[\w/]+)/tmp[\w.-]+')
 _re_script = re.compile(r'(<script(?:\s+type="text/javascript")?>)(.*?)(</script>)', re.S)
 _re_ext_script = re.compile(r'<script[^>]*\bsrc="https?://[^"]*"[^>]*>\s*</script>')
+_re_widget_repr = re.compile(r'\s*(VBox|HBox|Panel|FigureWidget|HTML)\(')
 _re_warning = re.compile(r'^.*?\w+Warning: .*$|^\s*warnings\.warn\(.*$', re.M)
 
 def clean_paths(s:str) -> str:
@@ -328,10 +329,9 @@ def clean_outputs(outputs:list, page_id:str, counter:list) -> list:
             if 'text/html' in data:
                 h = data['text/html']
                 if 'Plotly.' in h: data['text/html'] = defer_plotly(h)
-                data.pop('text/plain', None) if re.match(r'\s*(VBox|HBox|Panel|FigureWidget)\(', data.get('text/plain', '')) else None
             if not data or (list(data) == ['text/plain'] and not data['text/plain'].strip()): continue
-            if list(data) == ['text/plain'] and re.match(r'\s*(VBox|HBox|Panel|FigureWidget|HTML)\(', data['text/plain']):
-                continue   # a widget saved without its static copy: its text repr is not content
+            if list(data) == ['text/plain'] and _re_widget_repr.match(data['text/plain']):
+                continue   # a widget saved without its static copy: its text repr is not content (with one, HTML wins)
         outs.append(o)
     return outs
 
