@@ -11,9 +11,9 @@ What it measures
   - naive reference: what a script does first: load both models with transformers (float32, 4.4 GB each), then run
     the same ftlab function on the two in-memory models; for the merge, TIES on the in-memory models, then
     `save_pretrained`.
-  Memory bound stated: every ftlab phase stays under BOUND_GB (2.5 GB) peak RSS, whatever the model size (the
-  largest matrix pair, its decompositions and the bounded caches); the script prints whether it did. The naive
-  reference needs at least both models in float32 (8.8 GB). Exits 0 either way.
+  The memory bound it checks: BOUND_GB (2.5 GB) peak RSS per ftlab phase, independent of the model size (the largest
+  matrix pairs in flight, their decompositions and the 1 GB in-memory SVD cache); it prints whether each phase
+  stayed under it. The naive reference needs at least both models in float32 (8.8 GB). Exits 0 either way.
 
 Run:  .venv/bin/python bench/scale.py [--layers 16] [--dir /tmp/ftlab-scale] [--keep] [--skip-naive]
 """
