@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable
 import torch
-from .weights import family_of, adopt_family
+from .weights import family_of
 
 # %% auto 0
 __all__ = ['COMPONENTS', 'Arch', 'unwrap', 'arch', 'Component', 'component', 'components', 'parse_component', 'hooks', 'cache']
@@ -28,7 +28,7 @@ def unwrap(model):
 def arch(model) -> Arch:
     "The `Arch` of a HF causal LM of any family in `ftlab.weights.FAMILIES`."
     c = unwrap(model).config
-    f = adopt_family(c, [n for n, _ in unwrap(model).named_parameters()]) or family_of(c)   # family_of: the error
+    f = family_of(c, (n for n, _ in unwrap(model).named_parameters()))   # names: read only for a type without a record
     n_heads = c.num_attention_heads
     d_model = c.hidden_size
     return Arch(f.name, c.num_hidden_layers, n_heads, getattr(c, 'num_key_value_heads', None) or n_heads,

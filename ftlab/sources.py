@@ -88,7 +88,7 @@ def load(name:str='llama', # a zoo name ('llama', 'gpt2'), a local HF model dire
         raise FileNotFoundError(f"{name!r} is not a zoo name ({', '.join(ZOO_NAMES)}), a local model directory, nor a "
                                 f"hub id that could be downloaded ({type(e).__name__}). Check the path.") from e
     if device_map is None: model = model.to(pick_device(device))
-    adopt_family(model.config, [n for n, _ in model.named_parameters()])   # a LLaMA-like model type without a record
+    adopt_family(model.config, (n for n, _ in model.named_parameters()))   # a LLaMA-like model type without a record
     return model.eval(), tok
 
 # %% ../nbs/06_sources.ipynb 18

@@ -30,7 +30,7 @@ MATRIX_KINDS = ('q', 'k', 'v', 'o', 'qkv', 'gate', 'up', 'down')
 def _config(w, config=None):
     config = config if config is not None else getattr(w, 'config', None)
     if config is None: raise ValueError('These weights carry no config: pass config= (a HF config or its model_type).')
-    adopt_family(config, getattr(w, 'names', None) or list(w))   # a LLaMA-like model type without a record
+    adopt_family(config, getattr(w, 'names', w))   # a LLaMA-like model type without a record (w: its names)
     return config
 
 def block_matrices(w:Mapping, # weights (`open_weights`, `ModelPair`)

@@ -14,7 +14,7 @@ from plotly.subplots import make_subplots
 from transformers import TrainerCallback
 from .tasks import get_task, mixture_examples, PRETRAIN_TASKS, stable_seed, read_texts
 from .evaluate import encode, evaluate, lm_loss, answer_token_mask
-from .weights import param_info, open_weights, family_of, adopt_family
+from .weights import param_info, open_weights, family_of
 from .core import FtlabError, check_number, short, refuse_inside, write_atomic, pid_alive, quiet_hf
 from .sources import load, model_source, model_ref, pick_device
 from .display import figure_widget, show_figure, Status, Panel
@@ -481,7 +481,7 @@ def _check_base(model, cfg) -> list[str]:
     if bad: raise FtlabError(
         f'The base model {cfg.base} is damaged: {len(bad)} parameter(s) hold NaN or inf values, e.g. {bad[:3]}. Training '
         'cannot repair this, and it is not a learning-rate problem: restore or re-download the base, or pick another.')
-    try: adopt_family(model.config, [n for n, _ in model.named_parameters()]) or family_of(model.config)
+    try: family_of(model.config, (n for n, _ in model.named_parameters()))
     except NotImplementedError as e: raise FtlabError(str(e)) from e
     n = getattr(model.config, 'num_hidden_layers', None)
     if cfg.layers and n is not None and any(l >= n for l in cfg.layers):
@@ -533,12 +533,12 @@ def accelerator(device:str='auto', # 'auto' (cuda, then mps, then cpu), 'cpu', '
     "The `accelerate.Accelerator` a run trains with: one process here, or this process of `accelerate launch` (its config: processes, mixed precision, DeepSpeed, FSDP)."
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
+    from accelerate.utils import DistributedType
     if int(os.environ.get('WORLD_SIZE', 1)) == 1:   # one process: each run sets its own device and precision (accelerate keeps one global state)
         AcceleratorState._reset_state(reset_partial_state=True)
     kw = dict(cpu=pick_device(device).type == 'cpu')
     if cfg is not None and cfg.mixed_precision is not None: kw['mixed_precision'] = cfg.mixed_precision
     acc = Accelerator(**kw)
-    from accelerate.utils import DistributedType
     ds = getattr(acc.state, 'deepspeed_plugin', None)
     if acc.distributed_type == DistributedType.FSDP or (ds is not None and getattr(ds, 'zero_stage', 0) == 3):
         raise FtlabError('FSDP and DeepSpeed ZeRO-3 shard the parameters, but ftlab evaluates and saves checkpoints on the main '
@@ -649,7 +649,6 @@ def finetune(base='llama', # zoo name, local HF model directory or hub id (recor
     dmodel, opt = acc.prepare(model, opt)                              # DDP / FSDP / DeepSpeed / mixed precision, as configured
     if main: out = _prepare(out, replace)                              # the first change on disk
     acc.wait_for_everyone()
-    out = Path(out)
     metrics_path, done = out / 'metrics.jsonl', start
     try:
         if main and resuming:

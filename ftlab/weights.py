@@ -279,11 +279,13 @@ def add_family(f:Family) -> Family:
     FAMILIES[f.name] = f
     return f
 
-def family_of(config) -> Family:
+def family_of(config, # a HF config, dict or model_type string
+              names=None) -> Family: # the model's parameter names: a type without a record is adopted if they fit (`adopt_family`)
     "The `Family` of a HF config (or its model_type string)."
     mt = config if isinstance(config, str) else getattr(config, 'model_type', None) or (config or {}).get('model_type')
     for f in FAMILIES.values():
         if mt in f.model_types: return f
+    if names is not None and (f := adopt_family(config, names)) is not None: return f
     why = f' ({_UNFIT[mt]})' if mt in _UNFIT else ''
     raise NotImplementedError(f'Unsupported architecture {mt!r}{why}. ftlab supports model types: '
                               f"{', '.join(t for f in FAMILIES.values() for t in f.model_types)}. "

@@ -75,7 +75,7 @@ def test_patching_on_bpe_prompts(base, runs):
     act = act_patch(model, tok, clean, corrupt, component='resid_pre', layers=[0, 15, 29])
     att = attr_patch(model, tok, clean, corrupt, component='resid_pre', layers=[0, 15, 29])
     assert act.score.notna().all() and act.score.abs().max() > 0.1, act       # BPE answers: patching has an effect
-    assert att.value.notna().all() if 'value' in att else att.score.notna().all()
+    assert att.estimate.notna().all() and att.score.notna().all()
     ft, _ = load(str(runs['full'].checkpoint()), device=DEVICE)
     c = cmap(ft, model, tok, clean, {'L29 mlp': 'mlp_out.29', 'L15 heads': 'head_out.15'}, metric='logprob')
     assert len(c) >= 2 and c.value.notna().all() and (c.source != c.target).all(), c
