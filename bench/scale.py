@@ -25,15 +25,25 @@ BOUND_GB = 2.5
 GEOMETRY = dict(hidden_size=2048, intermediate_size=8192, num_attention_heads=32, num_key_value_heads=8, vocab_size=32000,
                 max_position_embeddings=2048, tie_word_embeddings=False)
 
-def build(d:Path, layers:int, seed:int=0):
-    "Write base and fine-tune directories, layer by layer (never a whole model in memory)."
-    import torch
+def shapes_of(layers:int):
+    "The config and the block matrices' shapes of the synthetic Llama."
     from transformers import LlamaConfig
-    from safetensors.torch import save_file
     cfg = LlamaConfig(num_hidden_layers=layers, dtype='bfloat16', **GEOMETRY)
     h, m, kv = cfg.hidden_size, cfg.intermediate_size, cfg.num_key_value_heads * (cfg.hidden_size // cfg.num_attention_heads)
-    shapes = {'self_attn.q_proj': (h, h), 'self_attn.k_proj': (kv, h), 'self_attn.v_proj': (kv, h), 'self_attn.o_proj': (h, h),
+    return cfg, {'self_attn.q_proj': (h, h), 'self_attn.k_proj': (kv, h), 'self_attn.v_proj': (kv, h), 'self_attn.o_proj': (h, h),
               'mlp.gate_proj': (m, h), 'mlp.up_proj': (m, h), 'mlp.down_proj': (h, m)}
+
+def build_size(layers:int) -> int:
+    "Parameters of the synthetic Llama (norms left out)."
+    cfg, shapes = shapes_of(layers)
+    return sum(math.prod(s) for s in shapes.values()) * layers + 2 * cfg.vocab_size * cfg.hidden_size
+
+def build(d:Path, layers:int, seed:int=0) -> int:
+    "Write base and fine-tune directories, layer by layer (never a whole model in memory); the number of parameters."
+    import torch
+    from safetensors.torch import save_file
+    cfg, shapes = shapes_of(layers)
+    h = cfg.hidden_size
     g = torch.Generator().manual_seed(seed)
     rnd = lambda *s, std=0.02: (torch.randn(*s, generator=g) * std)
     index = {'base': {}, 'ft': {}}
@@ -59,12 +69,12 @@ def build(d:Path, layers:int, seed:int=0):
         total = sum((d / side / f).stat().st_size for f in set(index[side].values()))
         (d / side / 'model.safetensors.index.json').write_text(json.dumps(dict(metadata=dict(total_size=total),
                                                                                  weight_map=index[side])))
-    return sum(math.prod(s) for s in shapes.values()) * layers + 2 * cfg.vocab_size * h
+    return build_size(layers)
 
 PHASES = {
  'intruders': '''
 from ftlab.spectral import intruders, SVDCache
-r = intruders((B, F), cache=SVDCache(False), progress=False, keep_cos=False)
+r = intruders((B, F), cache=SVDCache(False, max_bytes=CACHE), progress=False, keep_cos=False)
 print(f'{len(r.per_matrix)} matrices, {r.count} intruders')''',
  'intruders-naive': '''
 from transformers import AutoModelForCausalLM
@@ -74,7 +84,7 @@ r = intruders((mb, mf), cache=SVDCache(False), progress=False, keep_cos=False)
 print(f'{len(r.per_matrix)} matrices, {r.count} intruders')''',
  'delta_rank': '''
 from ftlab.spectral import delta_rank, SVDCache
-r = delta_rank((B, F), cache=SVDCache(False), progress=False)
+r = delta_rank((B, F), cache=SVDCache(False, max_bytes=CACHE), progress=False)
 print(f'{len(r)} matrices, median rank_delta {r.rank_delta.median():.0f}')''',
  'delta_rank-naive': '''
 from transformers import AutoModelForCausalLM
@@ -95,10 +105,11 @@ mb.load_state_dict(sd); mb.to(torch.bfloat16).save_pretrained(OUT)
 print('wrote', sum(f.stat().st_size for f in Path(OUT).iterdir()) / 1e9, 'GB')''',
 }
 
-def run_phase(name:str, d:Path, threads:int) -> tuple[float, float, str]:
+def run_phase(name:str, d:Path, threads:int, cache_mb:int=1024) -> tuple[float, float, str]:
     "Run one phase in a fresh process: (seconds, peak RSS in GB, its last output line)."
     code = (f'import warnings, torch; warnings.simplefilter("ignore"); torch.set_num_threads({threads})\n'
             f'from pathlib import Path\nB, F, OUT = {str(d / "base")!r}, {str(d / "ft")!r}, {str(d / ("out-" + name))!r}\n'
+            f'CACHE = {cache_mb * 2**20}\n'
             + PHASES[name] + '\nimport resource; print("RSS", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)')
     t0 = time.perf_counter()
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
@@ -115,17 +126,24 @@ def main():
     ap.add_argument('--layers', type=int, default=16); ap.add_argument('--threads', type=int, default=2)
     ap.add_argument('--dir', default='/tmp/ftlab-scale'); ap.add_argument('--keep', action='store_true')
     ap.add_argument('--skip-naive', action='store_true')
+    ap.add_argument('--phases', default='intruders,delta_rank,merge', help='comma-separated: intruders, delta_rank, merge')
+    ap.add_argument('--cache-mb', type=int, default=1024, help="the ftlab phases' in-memory SVD cache bound (SVDCache's default: 1024)")
+    ap.add_argument('--reuse', action='store_true', help='use the pair already in --dir (from a run with --keep) if its layers match')
     a = ap.parse_args()
     d = Path(a.dir)
     t0 = time.perf_counter()
-    shutil.rmtree(d, ignore_errors=True)
-    n = build(d, a.layers)
+    stamp = d / 'layers.txt'
+    if a.reuse and stamp.exists() and stamp.read_text() == str(a.layers):
+        n = build_size(a.layers); how = 'reused'
+    else:
+        shutil.rmtree(d, ignore_errors=True)
+        n = build(d, a.layers); stamp.write_text(str(a.layers)); how = 'written'
     size = sum(f.stat().st_size for f in (d / 'base').glob('*.safetensors')) / 1e9
-    print(f'synthetic Llama pair: {n / 1e9:.2f}B parameters, {size:.2f} GB per model in bf16, written in '
+    print(f'synthetic Llama pair: {n / 1e9:.2f}B parameters, {size:.2f} GB per model in bf16, {how} in '
           f'{time.perf_counter() - t0:.0f} s ({a.threads} threads)')
     try:
-        for phase in ('intruders', 'delta_rank', 'merge'):
-            s, rss, info = run_phase(phase, d, a.threads)
+        for phase in a.phases.split(','):
+            s, rss, info = run_phase(phase, d, a.threads, a.cache_mb)
             ok = 'within' if rss <= BOUND_GB else 'OVER'
             print(f'{phase:10s} ftlab  {s:7.1f} s  peak RSS {rss:5.2f} GB ({ok} the {BOUND_GB} GB bound)  {info}')
             if a.skip_naive: continue

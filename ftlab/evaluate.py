@@ -11,7 +11,8 @@ from .core import FtlabError, check_number
 from .tasks import Task, get_task, mixture_texts, mixture_examples, PRETRAIN_TASKS, TASKS
 
 # %% auto 0
-__all__ = ['answer_text', 'encode', 'answer_token_mask', 'ece', 'score', 'Eval', 'evaluate', 'lm_loss', 'evaluate_all']
+__all__ = ['answer_text', 'encode', 'answer_token_mask', 'blank_tokens', 'ece', 'score', 'Eval', 'evaluate', 'lm_loss',
+           'evaluate_all']
 
 # %% ../nbs/10_evaluate.ipynb 5
 def answer_text(prompt:str, answer:str) -> str:
@@ -36,6 +37,10 @@ def answer_token_mask(tok, answer:str, word_mask:str|None) -> list[bool]|None:
         raise ValueError(f"The tokenizer merges words of the answer {answer!r} across word boundaries, so a per-word "
                          f"answer_mask cannot be mapped to its tokens; drop the answer_mask column or change the answer's spacing.")
     return [m == '1' for m, ids in zip(word_mask, per) for _ in ids]
+
+def blank_tokens(tok, ids) -> list[bool]:
+    "Per token id: does it decode to whitespace only? (A BPE tokenizer writes ' 7' as a lone space and the digit.)"
+    return [not tok.decode([int(i)]).strip() for i in ids]
 
 def _batches(seqs, batch_size, pad_id):
     for s in range(0, len(seqs), batch_size):
@@ -62,7 +67,8 @@ def _device(model): return next(model.parameters()).device
 def score(model, tok, prompts, answers, batch_size:int=64,
           answer_masks=None, # per example: None (every answer word) or a word mask (see `answer_token_mask`)
          ) -> pd.DataFrame:
-    "Per-example pred, correct, logprob and conf of `answers` given `prompts` (teacher-forced)."
+    """Per-example pred, correct, logprob and conf of `answers` given `prompts` (teacher-forced), over the answer's
+    informative tokens: those its mask keeps, less whitespace-only tokens (`blank_tokens`)."""
     model.eval()
     enc = [encode(tok, p, a) for p, a in zip(prompts, answers)]
     masks = [None] * len(enc) if answer_masks is None else [answer_token_mask(tok, a, m) for a, m in zip(answers, answer_masks)]
@@ -79,15 +85,18 @@ def score(model, tok, prompts, answers, batch_size:int=64,
             full, n = enc[s + i]
             gold = torch.tensor(full[n:])
             lp = logp[i, n - 1:len(full) - 1]            # rows predicting each answer token
-            if masks[s + i] is not None: gold, lp = gold[masks[s + i]], lp[masks[s + i]]   # the scored tokens only
+            keep = torch.ones(len(gold), dtype=torch.bool) if masks[s + i] is None else torch.tensor(masks[s + i])
+            blank = torch.tensor(blank_tokens(tok, full[n:]))
+            # whitespace-only tokens are teacher-forced context, not scored (unless the answer has nothing else)
+            scored = keep & ~blank if (keep & ~blank).any() else keep
             best = lp.max(-1)
-            rows[s + i] = dict(pred=tok.decode(best.indices.tolist()).strip(),
-                               correct=bool((best.indices == gold).all()),
-                               logprob=float(lp.gather(1, gold[:, None]).sum()),
-                               conf=float(best.values.sum().exp()))
+            rows[s + i] = dict(pred=tok.decode(torch.where(blank, gold, best.indices)[keep].tolist()).strip(),
+                               correct=bool((best.indices == gold)[scored].all()),
+                               logprob=float(lp.gather(1, gold[:, None])[scored].sum()),
+                               conf=float(best.values[scored].sum().exp()))
     return pd.DataFrame(rows)
 
-# %% ../nbs/10_evaluate.ipynb 15
+# %% ../nbs/10_evaluate.ipynb 17
 class Eval:
     "Result of `evaluate`: `.examples` (one row per example) and `.summary` (one row)."
     def __init__(self, examples:pd.DataFrame, summary:pd.DataFrame): self.examples, self.summary = examples, summary
@@ -109,7 +118,7 @@ def evaluate(model, tok, task, # task name ('sort', 'entity:ood'), data file ('q
                               logprob=ex.logprob.mean(), ece=ece(ex.conf, ex.correct, bins))])
     return Eval(ex, summ)
 
-# %% ../nbs/10_evaluate.ipynb 17
+# %% ../nbs/10_evaluate.ipynb 19
 @torch.no_grad()
 def lm_loss(model, tok, texts=None, # texts, or a DataFrame (task, prompt, answer); default: 256 examples of the mixture
             batch_size:int=64,
@@ -137,7 +146,7 @@ def lm_loss(model, tok, texts=None, # texts, or a DataFrame (task, prompt, answe
         tot += float((nll * m).sum()); cnt += int(m.sum())
     return tot / cnt
 
-# %% ../nbs/10_evaluate.ipynb 18
+# %% ../nbs/10_evaluate.ipynb 20
 def evaluate_all(model, tok, tasks=tuple(TASKS), # task names
                  splits=('id', 'ood'), n:int=256, seed:int=10_000, batch_size:int=64) -> pd.DataFrame:
     "Summary rows (task, split, n, accuracy, chance, logprob, ece) for every task and split."

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 import plotly.graph_objects as go
 from .arch import arch, hooks, cache, unwrap, COMPONENTS
 from .core import FtlabError
-from .evaluate import answer_text
+from .evaluate import answer_text, blank_tokens
 from .display import show_figure, figure_widget, Status, Panel, first_draw, clip_left
 
 # %% auto 0
@@ -45,14 +45,15 @@ def _encode(tok, df, what):
     if any(not a for a in ans): raise PatchError(f'{what}: an answer encodes to no token.')
     # A BPE tokenizer writes ' 7' as a space token and a digit. The space says nothing about the answer, so it goes after
     # the prompt (teacher-forced) and the digit is the answer token that the metrics score.
-    blank = [len(a) > 1 and not tok.decode(a[:1]).strip() for a in ans]
+    blank = [len(a) > 1 and blank_tokens(tok, a[:1])[0] for a in ans]
     ids = [x + a[:1] if b else x for x, a, b in zip(ids, ans, blank)]
     ans = [a[1:] if b else a for a, b in zip(ans, blank)]
     lens = sorted({len(x) for x in ids})
     if len(lens) > 1:
         raise PatchError(f'{what}: prompts have {lens} tokens; patching needs one length so that positions align '
-                         f'across examples. Sample with a fixed number of items, e.g. '
-                         f'`EntityTracking(n_boxes=(3, 3)).sample(n)`, or group the prompts by length.')
+                         f'across examples. Sample with a fixed number of items and one-token words for this tokenizer, e.g. '
+                         f'`query_pairs(..., tok=tok)` or `EntityTracking(n_boxes=(3, 3)).for_tokenizer(tok).sample(n)`, '
+                         f'or group the prompts by length.')
     return torch.tensor(ids), torch.tensor([a[0] for a in ans])
 
 def prompts(tok, clean, # DataFrame with prompt/answer (e.g. `Task.sample`), or (prompt, answer) pairs
@@ -75,12 +76,15 @@ _FACT = {'entity': re.compile(r'(\w+) is in Box (\w+)'), 'kv': re.compile(r'(?:^
 
 def query_pairs(task:str='entity', # 'entity' or 'kv'
                 n:int=64, n_items:int=3, # examples, and boxes / key-value pairs in each
-                seed:int=0, split:str='id') -> tuple[pd.DataFrame, pd.DataFrame]:
+                seed:int=0, split:str='id',
+                tok=None, # the model's tokenizer: words it splits are left out, so every prompt has the same length
+               ) -> tuple[pd.DataFrame, pd.DataFrame]:
     "Clean prompts with `n_items` items and corrupt ones that query another item of the same context."
     from ftlab.tasks import EntityTracking, KVRecall
     if task not in _FACT: raise PatchError(f"query_pairs makes 'entity' or 'kv' pairs, not {task!r}.")
     k = (n_items, n_items)
     t = EntityTracking(split=split, n_boxes=k, ood_boxes=k) if task == 'entity' else KVRecall(split=split, n_pairs=k, ood_pairs=k)
+    if tok is not None: t = t.for_tokenizer(tok)
     clean = t.sample(n, seed)
     rng = np.random.default_rng(seed + 1)
     rows = []
@@ -93,9 +97,9 @@ def query_pairs(task:str='entity', # 'entity' or 'kv'
                          answer=facts[other], query=other))
     return clean, pd.DataFrame(rows)
 
-def entity_pairs(n:int, n_boxes:int=3, seed:int=0, split:str='id') -> tuple[pd.DataFrame, pd.DataFrame]:
+def entity_pairs(n:int, n_boxes:int=3, seed:int=0, split:str='id', tok=None) -> tuple[pd.DataFrame, pd.DataFrame]:
     "Clean entity-tracking prompts with `n_boxes` boxes and corrupt ones whose query label names another box."
-    return query_pairs('entity', n, n_boxes, seed, split)
+    return query_pairs('entity', n, n_boxes, seed, split, tok)
 
 # %% ../nbs/24_patching.ipynb 14
 METRICS = ('logit_diff', 'logit', 'logprob', 'prob', 'acc')

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json, math, numbers, os, shutil, threading, warnings
 from concurrent.futures import ThreadPoolExecutor
 import xxhash
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Mapping
 from pathlib import Path
 import numpy as np, pandas as pd, torch
@@ -112,7 +112,7 @@ class SVDCache:
                  max_disk_bytes:int|None=4 * 2**30): # disk bound: the least recently used entries are removed beyond it (None: no bound)
         self.path = None if path is False else Path(path) if path not in (None, True) else cache_dir() / 'svd'
         self.mem, self.max_bytes, self.hits, self.misses = OrderedDict(), max_bytes, 0, 0
-        self.max_disk_bytes = max_disk_bytes
+        self.max_disk_bytes, self.writes = max_disk_bytes, 0
         self.grams = {}       # key → float32 Gram matrix of the bases decomposed here (memory only; see `top_svd`)
         self.lock = threading.Lock()   # `intruders` reads it from worker threads
     def _remember(self, key, v):
@@ -181,6 +181,8 @@ class SVDCache:
             f = self.path / f'{key}.values.safetensors'; f.parent.mkdir(parents=True, exist_ok=True)
             tmp = f.with_name(f'{f.stem}.{os.getpid()}.{threading.get_ident()}.tmp')
             save_file({'S': S.contiguous().cpu()}, tmp); os.replace(tmp, f)
+            self.writes += 1
+            if self.writes % 64 == 0: self.trim()          # a values entry is a few KB: the bound is checked now and then
         return S
     def trim(self) -> int:
         "Remove the least recently used disk entries until the cache fits `max_disk_bytes`; the bytes removed."
@@ -394,6 +396,17 @@ def _pool(workers:int) -> ThreadPoolExecutor|None:
                                              initializer=torch.set_num_threads, initargs=(key[1],))
         return _pools[key]
 
+def _in_order(fn, items, workers:int):
+    """`fn(*a)` for each tuple `a` of `items`, yielded in order; with `workers` > 1 on the spectral pool, with at most
+    `workers` + 1 items taken from `items` and not yet yielded (their matrices are what is in memory)."""
+    ex = _pool(workers)
+    if ex is None: yield from (fn(*a) for a in items); return
+    pending = deque()
+    for a in items:
+        pending.append(ex.submit(fn, *a))
+        while len(pending) > workers or (pending and pending[0].done()): yield pending.popleft().result()
+    while pending: yield pending.popleft().result()
+
 def _intruders_one(W0, Wt, k, method, cache, keep_cos):
     "One matrix pair: (NaN/inf problem or None, S, s, best, rel_update, how, |Uᵀ U0| or None)."
     dW = Wt - W0
@@ -442,16 +455,12 @@ def intruders(pair, # `ModelPair`, or (base, fine-tune): anything `open_weights`
         info.append(dict(layer=m.layer, module=m.module, name=m.name, shape=m.shape, rel_update=rel, how=how))
         for c, v in zip(cols, ([m.layer] * k, [m.module] * k, [m.name] * k, range(1, k + 1), S.tolist(), s.tolist(),
                                (best + 1).tolist())): rows[c] += v
-    ex = _pool(workers)
-    with tqdm(total=len(mats), desc='intruders', disable=not progress) as bar:
-        pending = []           # (matrix, future), in order: at most `workers` + 1 pairs in memory
+    def matrices():
         for m in mats.itertuples():
-            W0, Wt = (as_linear(m.name, w.view(m.name), config).to(dev) for w in (pair.base, pair.ft))
-            if ex is None: collect(m, _intruders_one(W0, Wt, k, method, cache, keep_cos)); continue
-            pending.append((m, ex.submit(_intruders_one, W0, Wt, k, method, cache, keep_cos)))
-            while len(pending) > workers or (pending and pending[0][1].done()):
-                collect(pending[0][0], pending.pop(0)[1].result())
-        for m, f in pending: collect(m, f.result())
+            yield (m, *(as_linear(m.name, w.view(m.name), config).to(dev) for w in (pair.base, pair.ft)))
+    one = lambda m, W0, Wt: (m, _intruders_one(W0, Wt, k, method, cache, keep_cos))
+    with tqdm(total=len(mats), desc='intruders', disable=not progress) as bar:
+        for m, res in _in_order(one, matrices(), workers): collect(m, res)
     return Intruders(pd.DataFrame(rows, columns=cols), pd.DataFrame(info, columns=['layer', 'module', 'name', 'shape', 'rel_update', 'how']),
                      k, eps, cos, pd.DataFrame(errors, columns=['layer', 'module', 'name', 'problem']))
 
@@ -543,16 +552,19 @@ def _problems(rows:list, what:str, columns:list) -> pd.DataFrame:
 def spectral_stats(w:Mapping, config=None, kinds=MATRIX_KINDS, layers=None,
                    alpha:bool=False, # also fit the power-law exponent α of the ESD
                    cache:SVDCache|str|Path|bool|None=None, progress:bool=True,
-                   device:str='cpu') -> pd.DataFrame: # where the SVDs run (see `spectral_device`)
+                   device:str='cpu', # where the spectra are computed (see `spectral_device`)
+                   workers:int|None=None) -> pd.DataFrame: # matrices at once (as `intruders`)
     "Per block matrix: Frobenius and spectral norm, stable rank, numerical rank, spectral entropy (normalised), optionally α."
     from tqdm.auto import tqdm
     config, dev = _config(w, config), spectral_device(device); cache = cache if isinstance(cache, SVDCache) else SVDCache(cache)
     rows, mats = [], block_matrices(w, config, kinds, layers)
-    for m in tqdm(mats.itertuples(), total=len(mats), desc='spectral stats', disable=not progress):
-        W = as_linear(m.name, w[m.name], config).to(dev)
+    def one(m, W):
         key = dict(layer=m.layer, module=m.module, name=m.name, module_name=m.name.removesuffix('.weight'))
         problem = _nonfinite(weight=W)
-        rows.append(dict(key, problem=problem) if problem else dict(key, **_stats(cache.get(W)[1].cpu(), alpha), problem=None))
+        return dict(key, problem=problem) if problem else dict(key, **_stats(cache.values(W).cpu(), alpha), problem=None)
+    items = ((m, as_linear(m.name, w[m.name], config).to(dev)) for m in mats.itertuples())
+    for row in tqdm(_in_order(one, items, _auto_workers() if workers is None else workers), total=len(mats),
+                    desc='spectral stats', disable=not progress): rows.append(row)
     return _problems(rows, 'spectral_stats', ['layer', 'module', 'name', 'module_name', *_STATS, *(['alpha'] if alpha else []), 'problem'])
 
 def singular_values(W:torch.Tensor) -> torch.Tensor:
@@ -572,34 +584,42 @@ def rounding_share(pair:ModelPair, name:str, S0:torch.Tensor, Sd:torch.Tensor) -
     nd = float(Sd.norm())
     return math.hypot(*eps) / math.sqrt(12) * float(S0.norm()) / nd if nd > 0 else 0.0   # no update: no noise in it either
 
+def _delta_spectra(W0, Wt, Sd, cache):
+    "One matrix of `delta_rank`: (NaN/inf problem or None, σ of W0, σ of ΔW); `Sd` given (an adapter's) or from Wt − W0."
+    if Sd is None:
+        if problem := _nonfinite(base=W0, fine_tune=Wt): return problem, None, None
+        D = Wt - W0
+        Sd = cache.values(D) if D.any() else D.new_zeros(min(D.shape))     # cached by content, as W0's
+    return None, cache.values(W0), Sd          # σ only: no U to compute (a few KB per matrix on disk)
+
 def delta_rank(pair, energy:float=0.9, adapter=None, kinds=MATRIX_KINDS, layers=None,
                cache:SVDCache|str|Path|bool|None=None, seed:int=0, progress:bool=True,
-               device:str='cpu') -> pd.DataFrame: # where the spectra are computed (see `spectral_device`)
+               device:str='cpu', # where the spectra are computed (see `spectral_device`)
+               workers:int|None=None) -> pd.DataFrame: # matrices at once (as `intruders`)
     "Per block matrix: the 90%-energy rank of ΔW, of W0 and of a same-shape Gaussian; ‖ΔW‖ and ‖ΔW‖/‖W0‖."
     from tqdm.auto import tqdm
     _check_energy(energy)
     pair = as_pair(pair, adapter); config, dev = _config(pair), spectral_device(device)
     cache = cache if isinstance(cache, SVDCache) else SVDCache(cache)
-    gauss, rows, mats = {}, [], block_matrices(pair, config, kinds, layers)
+    rows, mats = [], block_matrices(pair, config, kinds, layers)
+    gauss = {s: energy_rank(singular_values(torch.randn(*s, generator=torch.Generator().manual_seed(seed))), energy)
+             for s in dict.fromkeys(mats['shape'])}
     lora = isinstance(pair.ft, LoraWeights)
-    for m in tqdm(mats.itertuples(), total=len(mats), desc='delta rank', disable=not progress):
-        W0 = as_linear(m.name, pair.base.view(m.name), config).to(dev)
+    def matrices():
+        for m in mats.itertuples():
+            W0 = as_linear(m.name, pair.base.view(m.name), config).to(dev)
+            Sd = lora_singular_values(pair.ft, m.name) if lora else None      # an adapter's ΔW = s·B·A: σ from its factors
+            if Sd is not None and bool(torch.isfinite(Sd).all()) and not _nonfinite(base=W0):
+                yield m, W0, None, torch.cat([Sd, Sd.new_zeros(min(W0.shape) - len(Sd))]).to(dev)
+            else: yield m, W0, as_linear(m.name, pair.ft.view(m.name), config).to(dev), None
+    one = lambda m, W0, Wt, Sd: (m, *_delta_spectra(W0, Wt, Sd, cache))
+    for m, problem, S0, Sd in tqdm(_in_order(one, matrices(), _auto_workers() if workers is None else workers),
+                                   total=len(mats), desc='delta rank', disable=not progress):
         key = dict(layer=m.layer, module=m.module, name=m.name, shape=m.shape)
-        Sd = lora_singular_values(pair.ft, m.name) if lora else None      # an adapter's ΔW = s·B·A: σ from its factors
-        if Sd is not None and bool(torch.isfinite(Sd).all()) and not _nonfinite(base=W0):
-            Sd = torch.cat([Sd, Sd.new_zeros(min(W0.shape) - len(Sd))]).to(dev)
-        else:
-            Wt = as_linear(m.name, pair.ft.view(m.name), config).to(dev)
-            if problem := _nonfinite(base=W0, fine_tune=Wt): rows.append(dict(key, problem=problem)); continue
-            D = Wt - W0
-            Sd = singular_values(D) if D.any() else D.new_zeros(min(D.shape))
-        S0 = cache.values(W0)                  # σ of W0 only: no U to compute (cached, a few KB per matrix)
-        rnd = rounding_share(pair, m.name, S0, Sd)
-        if m.shape not in gauss:
-            gauss[m.shape] = energy_rank(singular_values(torch.randn(*m.shape, generator=torch.Generator().manual_seed(seed))), energy)
+        if problem: rows.append(dict(key, problem=problem)); continue
         rows.append(dict(key, rank_delta=energy_rank(Sd, energy), rank_base=energy_rank(S0, energy), rank_gauss=gauss[m.shape],
                          fro_delta=float(Sd.norm()), spectral_delta=float(Sd[0]), rel_update=float(Sd.norm() / S0.norm()),
-                         rounding=rnd, problem=None))
+                         rounding=rounding_share(pair, m.name, S0, Sd), problem=None))
     df = _problems(rows, 'delta_rank', ['layer', 'module', 'name', 'shape', 'rank_delta', 'rank_base', 'rank_gauss',
                                         'fro_delta', 'spectral_delta', 'rel_update', 'rounding', 'problem'])
     noisy = df[df.rounding > 0.1] if len(df) else df

@@ -8,7 +8,7 @@ import math, zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 import numpy as np, pandas as pd
-from .core import FtlabError, short
+from .core import FtlabError, short, check_number
 
 # %% auto 0
 __all__ = ['SPECIAL_TOKENS', 'WORDS', 'SYMBOLS', 'LABELS', 'OBJECTS', 'NUMBERS', 'VOCAB', 'TASKS', 'PRETRAIN_TASKS',
@@ -83,6 +83,8 @@ class EntityTracking(Task):
     n_boxes: tuple = (2, 5)
     ood_boxes: tuple = (6, 8)
     queries: int|str = 1  # boxes asked per example: a number, or 'all' (the answer asks the rest, in random order)
+    objects: tuple = tuple(OBJECTS)  # the objects drawn into boxes
+    labels: tuple = tuple(LABELS)    # the box labels
     def __post_init__(self):
         if self.queries != 'all' and not (isinstance(self.queries, int) and self.queries >= 1):
             raise ValueError(f"queries={self.queries!r}: use a number of boxes ≥ 1, or 'all'.")
@@ -92,7 +94,7 @@ class EntityTracking(Task):
     def make(self, rng):
         lo, hi = self.n_boxes if self.split == 'id' else self.ood_boxes
         n = int(rng.integers(lo, hi + 1))
-        objs, labels = pick_distinct(rng, OBJECTS, n), pick_distinct(rng, LABELS, n)
+        objs, labels = pick_distinct(rng, self.objects, n), pick_distinct(rng, self.labels, n)
         q = int(rng.integers(n))
         facts = ' , '.join(f'the {o} is in Box {l}' for o, l in zip(objs, labels))
         prompt = 'T' + facts[1:] + f' . Box {labels[q]} contains the'
@@ -102,6 +104,16 @@ class EntityTracking(Task):
         answer = ' . '.join([objs[q]] + [f'Box {labels[i]} contains the {objs[i]}' for i in rest])
         mask = '1' + '110111' * len(rest)   # the next box's label is drawn at random: neither scored nor trained
         return prompt, answer, {**meta, 'chance': 1 / math.prod(range(n - len(rest), n + 1)), 'answer_mask': mask}
+    def for_tokenizer(self, tok) -> Task:
+        """The task with only the objects and labels that `tok` writes as one token after a space, so that prompts with the
+        same number of boxes have the same number of tokens (patching aligns positions) and an answer is one token."""
+        one = lambda w: len(tok(' ' + w, add_special_tokens=False).input_ids) == 1
+        objs, labels = tuple(o for o in self.objects if one(o)), tuple(l for l in self.labels if one(l))
+        need = max(self.n_boxes[1], self.ood_boxes[1])
+        if min(len(objs), len(labels)) < need:
+            raise FtlabError(f'The tokenizer writes only {len(objs)} of the objects and {len(labels)} of the labels as one token, '
+                             f'fewer than the {need} boxes of the largest prompt; pass objects=/labels= words that are one token each.')
+        return replace(self, objects=objs, labels=labels)
 
 # %% ../nbs/03_tasks.ipynb 16
 @dataclass(frozen=True)
@@ -200,9 +212,12 @@ HELD_OUT_TASKS = ('sort', 'lookup')
 DATA_SUFFIXES = ('.jsonl', '.json', '.csv', '.parquet')   # files of records that `get_task` reads as tasks
 
 def get_task(name:str|Path|Task) -> Task:
-    "The task called `name` ('entity', 'sort:ood', ...), or the records of a local data file (`task_from_file`); a `Task` passes through."
+    """The task called `name` ('entity', 'sort:ood', ...), or the records of a local data file (`task_from_file`; 'qa.jsonl:test'
+    and 'qa.jsonl:train' are the parts of `RecordsTask.with_part`); a `Task` passes through."""
     if isinstance(name, Task): return name
     if isinstance(name, Path) or Path(name).suffix.lower() in DATA_SUFFIXES: return task_from_file(name)
+    head, _, part = name.rpartition(':')
+    if part in ('train', 'test') and Path(head).suffix.lower() in DATA_SUFFIXES: return task_from_file(head).with_part(part)
     base, _, split = name.partition(':')
     if base not in TASKS or split not in ('', 'ood'):
         raise KeyError(f"Unknown task {name!r}. Valid tasks: {', '.join(TASKS)} "
@@ -235,6 +250,24 @@ class RecordsTask(Task):
     records: pd.DataFrame = None
     source: str|None = None  # the absolute path of the file the records came from (how a run records the task)
     chat: bool|str = 'auto'  # prompts in the tokenizer's chat template: True, False, or 'auto' (when it has one)
+    part: str = 'all'        # the records `sample` draws from: 'all', or one side of `with_part`: 'train' or 'test'
+    def with_part(self, part:str, # 'train' or 'test' ('all': every record)
+                  holdout:float=0.2, # share of the distinct prompts in 'test'
+                 ) -> RecordsTask:
+        """The records of one part: 'test' holds `holdout` of the distinct prompts (at least one), 'train' the others. The
+        prompts are ranked by a hash, so the split is fixed by the data (no seed), and a prompt that occurs twice is on one side."""
+        if part not in ('all', 'train', 'test'): raise ValueError(f"part={part!r}: use 'train', 'test' or 'all'.")
+        if self.part != 'all': raise ValueError(f'Task {self.name!r} is already its {self.part!r} part; split the whole task.')
+        if part == 'all': return self
+        check_number(holdout, 'holdout', 0, 1, open_hi=True)
+        uniq = pd.unique(self.records.prompt)
+        if len(uniq) < 2 or holdout == 0:
+            raise FtlabError(f'Task {self.name!r}: cannot hold out {holdout:g} of {len(uniq)} distinct prompt(s) for evaluation; '
+                             'give at least 2 distinct prompts and 0 < holdout < 1, or evaluate on the training records (holdout=0 when fine-tuning).')
+        k = min(len(uniq) - 1, max(1, math.ceil(holdout * len(uniq))))
+        test = set(sorted(uniq, key=lambda p: (zlib.crc32(p.encode()), p))[:k])
+        keep = self.records.prompt.isin(test) == (part == 'test')
+        return replace(self, records=self.records[keep].reset_index(drop=True), part=part)
     def sample(self, n, seed=0):
         "At most `n` distinct records (all of them if `n` ≥ their number), in an order fixed by `seed`."
         df = self.records

@@ -12,7 +12,7 @@ import numpy as np, pandas as pd, torch
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from transformers import TrainerCallback
-from .tasks import get_task, mixture_examples, PRETRAIN_TASKS, stable_seed, read_texts
+from .tasks import get_task, mixture_examples, PRETRAIN_TASKS, stable_seed, read_texts, RecordsTask
 from .evaluate import encode, evaluate, lm_loss, answer_token_mask
 from .weights import param_info, open_weights, family_of
 from .core import FtlabError, check_number, short, refuse_inside, write_atomic, pid_alive, quiet_hf
@@ -73,6 +73,7 @@ class TrainConfig:
     n_train: int = 8192  # training examples drawn from the task (seed `seed`)
     eval_every: int = 50  # evaluate every this many steps (0: only at the start and the end)
     n_eval: int = 128  # examples per evaluated task
+    holdout: float = 0.2  # your records (a data file): the share of their distinct prompts held out from training, on which the task is evaluated; 0: evaluate on the training records
     save_every: int|None = None  # checkpoint every this many steps (default eval_every); the last step is always saved
     seed: int = 0  # training sample and order
     init_seed: int = 0  # adapter init, dropout, HFT choice
@@ -117,6 +118,7 @@ class TrainConfig:
         num('dropout', 0, 1, open_hi=True)
         num('density', 0, 1, open_lo=True)                               # the fraction of the targeted entries that train
         num('weight_decay', 0)
+        num('holdout', 0, 1, open_hi=True)
 
     @classmethod
     def fields(cls) -> list[str]: return [f.name for f in fields(cls)]
@@ -589,11 +591,17 @@ def finetune(base='llama', # zoo name, local HF model directory or hub id (recor
     unknown = sorted(set(kw) - set(TrainConfig.fields()))
     if unknown: raise TypeError(f'Unknown fine-tuning option(s) {unknown}; valid: {", ".join(TrainConfig.fields())}.')
     tsk = get_task(task)
+    if isinstance(tsk, RecordsTask) and tsk.part != 'all': kw.setdefault('holdout', 0)   # a part given: train and evaluate on it
     if kw.get('forget_text') is not None: kw['forget_text'] = str(Path(kw['forget_text']).resolve())
     if isinstance(mask, (str, Path)): kw['mask'] = str(mask)
     elif mask is not None: kw['mask'] = 'mask.safetensors'
     # a data file is recorded by its absolute path, so the run reloads anywhere the file is
-    cfg = TrainConfig(base=model_ref(base), task=getattr(tsk, 'source', None) or tsk.name, method=method, **kw)   # every setting is checked here
+    src = getattr(tsk, 'source', None)
+    src = src and (src if tsk.part == 'all' else f'{src}:{tsk.part}')
+    cfg = TrainConfig(base=model_ref(base), task=src or tsk.name, method=method, **kw)   # every setting is checked here
+    # your records: training draws from the 'train' part, evaluation from the held-out 'test' part
+    held = isinstance(tsk, RecordsTask) and bool(cfg.holdout)
+    tsk, eval_tsk = (tsk.with_part('train', cfg.holdout), tsk.with_part('test', cfg.holdout)) if held else (tsk, tsk)
     out = Path(out or Path('runs') / f'{tsk.name}-{cfg.method}')
     refuse_inside(out, [cfg.base] + ([cfg.mask] if cfg.mask != 'grad' else []), 'run')
     # Everything that can refuse the run is checked before the run directory is made or replaced.
@@ -613,7 +621,7 @@ def finetune(base='llama', # zoo name, local HF model directory or hub id (recor
         rng = np.random.default_rng(stable_seed(purpose, cfg.seed, step))
         return pack_examples(examples, rng.integers(0, len(examples), cfg.batch_size * cfg.seq_len // 2),
                              cfg.batch_size, cfg.seq_len, pad)
-    monitor = Monitor(tok, tsk, cfg.forget_tasks, cfg.n_eval, forget_text=cfg.forget_text) if main else None
+    monitor = Monitor(tok, eval_tsk, cfg.forget_tasks, cfg.n_eval, forget_text=cfg.forget_text) if main else None
     masks = None
     if cfg.method == 'sparse':
         if resuming: masks = _check_mask(_load_mask(out / 'mask.safetensors'), model)

@@ -82,6 +82,30 @@ def test_patching_on_bpe_prompts(base, runs):
     t = tuco(model, ft, tok, clean)
     assert len(t) == len(clean) and t.select_dtypes('number').notna().all().all()
 
+def test_bpe_prompts_aligned_and_informative_tokens_scored(base):
+    """' mug' is two tokens and ' 7' a lone space plus the digit in SmolLM2's tokenizer: patching pairs are aligned by
+    construction with `tok=`, and answers are scored on their informative tokens."""
+    from ftlab.sources import load
+    from ftlab.patching import act_patch, query_pairs, prompts, PatchError
+    from ftlab.evaluate import score, encode
+    from ftlab.tasks import get_task
+    model, tok = load(base, device=DEVICE)
+    with pytest.raises(PatchError, match=r'tok=tok'): prompts(tok, *query_pairs('entity', 64))
+    clean, corrupt = query_pairs('entity', 8, tok=tok)
+    p = prompts(tok, clean, corrupt)
+    assert p.clean.shape == p.corrupt.shape and 'mug' not in ' '.join(clean.prompt)
+    act = act_patch(model, tok, clean, corrupt, component='resid_pre', layers=[0, 15])
+    assert act.score.notna().all() and act.score.abs().max() > 0.1, act
+    kv = get_task('kv').sample(8)
+    got = score(model, tok, kv.prompt, kv.answer)
+    dev = next(model.parameters()).device
+    for i, (q, a) in enumerate(zip(kv.prompt, kv.answer)):
+        full, n = encode(tok, q, a)
+        assert tok.convert_ids_to_tokens(full[n:]) == ['Ġ', a]
+        with torch.no_grad(): logp = torch.log_softmax(model(input_ids=torch.tensor([full], device=dev)).logits[0].float(), -1).cpu()
+        assert abs(got.logprob[i] - float(logp[n, full[n + 1]])) < 1e-3          # the digit alone, not the space
+        assert abs(got.conf[i] - float(logp[n].max().exp())) < 1e-3
+
 def test_streamed_merge_reloads_in_transformers(base, runs, tmp_path):
     from ftlab.merge import merge
     from transformers import AutoModelForCausalLM
