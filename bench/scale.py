@@ -7,12 +7,12 @@ What it measures
   bfloat16 (2.2 GB per model), and a fine-tune = base + a rank-16 update of every block matrix + small dense noise.
   Each phase runs in its own process; its wall time and peak RSS (the process's ru_maxrss) are printed.
   - ftlab: `intruders` (k=10) and `delta_rank` on the two directories (one matrix pair in memory at a time, SVD cache
-    in memory only, bounded by its 1 GB default), and `merge(..., 'ties')` writing a directory (tensor by tensor).
+    in memory only, bounded by its 256 MB default), and `merge(..., 'ties')` writing a directory (tensor by tensor).
   - naive reference: what a script does first: load both models with transformers (float32, 4.4 GB each), then run
     the same ftlab function on the two in-memory models; for the merge, TIES on the in-memory models, then
     `save_pretrained`.
   The memory bound it checks: BOUND_GB (2.5 GB) peak RSS per ftlab phase, independent of the model size (the largest
-  matrix pairs in flight, their decompositions and the 1 GB in-memory SVD cache); it prints whether each phase
+  matrix pairs in flight, their decompositions and the 256 MB in-memory SVD cache); it prints whether each phase
   stayed under it. The naive reference needs at least both models in float32 (8.8 GB). Exits 0 either way.
 
 Run:  .venv/bin/python bench/scale.py [--layers 16] [--dir /tmp/ftlab-scale] [--keep] [--skip-naive]
@@ -105,7 +105,7 @@ mb.load_state_dict(sd); mb.to(torch.bfloat16).save_pretrained(OUT)
 print('wrote', sum(f.stat().st_size for f in Path(OUT).iterdir()) / 1e9, 'GB')''',
 }
 
-def run_phase(name:str, d:Path, threads:int, cache_mb:int=1024) -> tuple[float, float, str]:
+def run_phase(name:str, d:Path, threads:int, cache_mb:int=256) -> tuple[float, float, str]:
     "Run one phase in a fresh process: (seconds, peak RSS in GB, its last output line)."
     code = (f'import warnings, torch; warnings.simplefilter("ignore"); torch.set_num_threads({threads})\n'
             f'from pathlib import Path\nB, F, OUT = {str(d / "base")!r}, {str(d / "ft")!r}, {str(d / ("out-" + name))!r}\n'
@@ -127,7 +127,7 @@ def main():
     ap.add_argument('--dir', default='/tmp/ftlab-scale'); ap.add_argument('--keep', action='store_true')
     ap.add_argument('--skip-naive', action='store_true')
     ap.add_argument('--phases', default='intruders,delta_rank,merge', help='comma-separated: intruders, delta_rank, merge')
-    ap.add_argument('--cache-mb', type=int, default=1024, help="the ftlab phases' in-memory SVD cache bound (SVDCache's default: 1024)")
+    ap.add_argument('--cache-mb', type=int, default=256, help="the ftlab phases' in-memory SVD cache bound (SVDCache's default: 256)")
     ap.add_argument('--reuse', action='store_true', help='use the pair already in --dir (from a run with --keep) if its layers match')
     a = ap.parse_args()
     d = Path(a.dir)

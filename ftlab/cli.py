@@ -153,7 +153,7 @@ def _merge_args(p):
     p.add_argument('--weight', type=float, action='append', help='weight of each --model, in order')
     p.add_argument('--param', action='append', default=[], help='method parameter NAME=VALUE (repeatable), e.g. density=0.2')
     option(p, merge, 'dtype', type=str)
-    for n in ('seed', 'overwrite', 'allow_pickle'): option(p, merge, n)
+    for n in ('seed', 'overwrite', 'allow_pickle', 'device'): option(p, merge, n)
 
 @command('merge', 'merge fine-tunes of one base (mergekit YAML, or --method/--base/--model)', _merge_args)
 def _merge(args):
@@ -169,11 +169,11 @@ def _merge(args):
             try: params[k] = json.loads(v)
             except json.JSONDecodeError: params[k] = v
         p = merge(args.base, args.model, args.method, args.weight, out=out, overwrite=args.overwrite, dtype=args.dtype,
-                  seed=args.seed, allow_pickle=args.allow_pickle, progress=True, **params)
+                  seed=args.seed, allow_pickle=args.allow_pickle, progress=True, device=args.device, **params)
     else:
         if not args.config or not args.out: raise MergeError('Usage: ftlab merge config.yml OUT (or --method ... OUT).')
         mc = read_mergekit(args.config)
-        p = mc.run(args.out, overwrite=args.overwrite, seed=args.seed, allow_pickle=args.allow_pickle, progress=True)
+        p = mc.run(args.out, overwrite=args.overwrite, seed=args.seed, allow_pickle=args.allow_pickle, progress=True, device=args.device)
     rec = json.loads((Path(p) / 'ftlab_merge.json').read_text())
     print(f"Merged {len(rec['models'])} model(s) with {rec['method']} {rec['params']} into {p}")
 

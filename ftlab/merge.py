@@ -17,7 +17,7 @@ from .core import (FtlabError, atomic_dir, guard_output, SafetensorsWriter, save
                         check_number, short, read_yaml, read_json)
 from .display import show_figure, figure_widget, Status, Panel, first_draw
 from .tensors import magnitude_prune, model_threshold, lowrank_factors
-from .sources import open_source, load, is_run, pick_dtype
+from .sources import open_source, load, is_run, pick_dtype, pick_device
 
 # %% auto 0
 __all__ = ['FUSED', 'METHODS', 'MERGEKIT_METHODS', 'MergeError', 'random_prune', 'outlier_prune', 'elect_sign', 'TensorCtx',
@@ -36,9 +36,11 @@ _CHUNK = 1 << 16   # elements per chunk in the elementwise passes of TIES (cache
 def random_prune(t:torch.Tensor, density:float, # keep probability 1 − p
                  rescale:str|None='inverse', # 'inverse' (÷ density, DARE paper and PEFT), 'l1' (mergekit), None
                  generator:torch.Generator|None=None) -> torch.Tensor:
-    "DARE: keep each entry with probability `density` (a Bernoulli draw from `generator`), then rescale."
+    """DARE: keep each entry with probability `density` (a Bernoulli draw from `generator`), then rescale. The draw is made
+    where the generator is (a CPU one gives the same mask for a tensor on any device)."""
     if density >= 1: return t
-    out = t * torch.bernoulli(torch.full_like(t, density), generator=generator)
+    gd = generator.device if generator is not None else t.device
+    out = t * torch.bernoulli(torch.full(t.shape, density, dtype=t.dtype, device=gd), generator=generator).to(t.device)
     if rescale == 'inverse': return out / density
     if rescale == 'l1':
         before, after = t.abs().sum(), out.abs().sum()
@@ -164,6 +166,8 @@ def _cut_of(K, D, h, i, density) -> tuple:
     if k <= 0: return np.inf, 0
     above = np.cumsum(h[i].sum(0)[::-1])[::-1]                 # entries in bins ≥ b
     b = int(np.nonzero(above >= k)[0].max())
+    if b == 0 and np.count_nonzero(D[i]) == int(above[1]):
+        return 0.0, N    # bin 0 holds only zeros (most entries unchanged, e.g. a frozen tensor): kept or dropped, a zero adds nothing
     top = int(above[b + 1]) if b + 1 < above.size else 0
     per = h[i, :, b]
     cand, idx = np.empty(int(per.sum()), np.float32), np.empty(int(per.sum()), np.int64)
@@ -185,7 +189,7 @@ def _ties_fused(base, models, weights, dens, thresholds, lam, consensus, sign_we
         buf = torch.empty(need)
         if scratch is not None: scratch['ties_deltas'] = buf
     D = buf[:need].view(len(models), b.numel())
-    for i, m in enumerate(models): torch.sub(m.detach().float().reshape(-1), b, out=D[i])
+    for i, m in enumerate(models): torch.sub(m.detach().reshape(-1), b, out=D[i])     # in float32, without a float copy of m
     Dn, N = D.numpy(), b.numel()
     if thresholds is None:
         h = K.hist(Dn, nt)
@@ -529,6 +533,7 @@ def merge(base, # base: model dir, zoo name, nn.Module, dict, Run, Weights (None
           seed:int=0, # random methods (DARE): per-tensor generators seeded by (seed, name)
           max_shard_size:int|str='5GB', # shard size of `out`
           progress:bool=False, allow_pickle:bool=False,
+          device:str='cpu', # where each tensor is merged ('cuda', 'auto': cuda, then mps, then cpu); tensors are read and written on CPU, one at a time
           **params) -> dict|Path:
     "Merge `models` (fine-tunes of `base`) with `method`: a state dict, or the written directory `out`."
     if method not in METHODS: raise MergeError(f"Unknown merge method {method!r}; valid: {', '.join(METHODS)}.")
@@ -552,6 +557,7 @@ def merge(base, # base: model dir, zoo name, nn.Module, dict, Run, Weights (None
         raise MergeError(f'weights {w.tolist()} sum to 0, and {method} divides by their sum (normalize=True): the merge would be '
                          'infinite or NaN. Give weights with a non-zero sum, or normalize=False.')
     odt = None if dtype is None or dtype == 'auto' else pick_dtype(dtype)   # float dtypes only: int8/bool would destroy the weights
+    dev = pick_device(device)
     srcs = [open_source(x, allow_pickle) for x in models]
     bw = open_source(base, allow_pickle) if base is not None else None
     ref = bw if bw is not None else srcs[0]
@@ -571,10 +577,10 @@ def merge(base, # base: model dir, zoo name, nn.Module, dict, Run, Weights (None
                                   f'{odt} rounding of the weights, so the {odt} merge keeps little of it and ranks of its ΔW count '
                                   'rounding noise. Merge in float32 to keep it.', stacklevel=3)
     def compute(n):
-        b = bw[n] if bw is not None else None
-        ts = [s[n] for s in srcs]
+        b = bw[n].to(dev) if bw is not None else None
+        ts = [s[n].to(dev) for s in srcs]
         like = b if b is not None else ts[0]
-        if not like.is_floating_point(): return like           # integer buffers: the base's
+        if not like.is_floating_point(): return like.cpu()     # integer buffers: the base's
         c = ctxs[n]; c.stats, c.scratch = stats, scratch
         if m.random: c.generator = torch.Generator().manual_seed(tensor_seed(seed, n))
         if not all(_finite(t) for t in ([b] if b is not None else []) + ts):   # a damaged input, even where a method trims it away
@@ -585,7 +591,7 @@ def merge(base, # base: model dir, zoo name, nn.Module, dict, Run, Weights (None
             swamped.append(n)          # the update is smaller than the output dtype's rounding of the weights
         r = r.to(odt or like.dtype)
         if not _finite(r): raise MergeError(_nonfinite(n, r, b, ts, odt or like.dtype))
-        return r
+        return r.cpu()
     if out is None:
         from tqdm.auto import tqdm
         res = {n: compute(n) for n in tqdm(names, desc=f'merge ({method})', disable=not progress)}
@@ -659,7 +665,7 @@ def _version():
     import ftlab
     return ftlab.__version__
 
-# %% ../nbs/22_merge.ipynb 46
+# %% ../nbs/22_merge.ipynb 48
 MERGEKIT_METHODS = tuple(k for k, m in METHODS.items() if m.mergekit)   # the methods ftlab shares with mergekit
 _MK_GLOBAL = {'normalize', 'rescale', 'int8_mask', 'lambda', 't', 'filter_wise', 'weight', 'density', 'gamma'}
 _MK_TOP = {'merge_method', 'base_model', 'models', 'parameters', 'dtype', 'out_dtype', 'tokenizer_source', 'name'}
@@ -739,7 +745,7 @@ def read_mergekit(path:str|Path) -> MergeConfig:
     params = m.mergekit(MergekitParams(path, meth, gp, entries))
     return MergeConfig(meth, base, [x for x, _ in entries], weights, params, cfg.get('out_dtype') or cfg.get('dtype'))
 
-# %% ../nbs/22_merge.ipynb 49
+# %% ../nbs/22_merge.ipynb 51
 def merge_adapters(base, # the base all adapters were trained on (dir, zoo name, nn.Module, Weights)
                    adapters:list, # peft LoRA adapter directories (or Runs)
                    method:str='task_arithmetic', weights:list|None=None,
@@ -801,7 +807,7 @@ def merge_adapters(base, # the base all adapters were trained on (dir, zoo name,
         (dd / 'ftlab_merge.json').write_text(json.dumps(record, indent=1))
     return atomic_dir(out, write, overwrite)
 
-# %% ../nbs/22_merge.ipynb 54
+# %% ../nbs/22_merge.ipynb 56
 def _spec_key(spec:dict) -> str: return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 class MergeStudy:
@@ -901,7 +907,7 @@ class MergeStudy:
             out.append(self._frame(rows, a=a, b=b, alpha=al))
         return pd.concat(out, ignore_index=True)
 
-# %% ../nbs/22_merge.ipynb 55
+# %% ../nbs/22_merge.ipynb 57
 def loss_barrier(curve:pd.DataFrame, tasks:list|None=None) -> float:
     "max_α [L(θα) − ((1−α)L(θa) + αL(θb))] of an `interpolate` curve, L the mean task loss over `tasks`."
     c = curve[curve.task.isin(tasks)] if tasks else curve[curve.task != 'lm_loss']
@@ -926,7 +932,7 @@ def greedy_soup(study:MergeStudy, # the ingredients are its fine-tunes
         log.append(dict(step=i, candidate=l, score=s, kept=kept))
     return soup_, pd.DataFrame(log)
 
-# %% ../nbs/22_merge.ipynb 57
+# %% ../nbs/22_merge.ipynb 59
 def task_bars(df:pd.DataFrame, # rows of MergeStudy.evaluate / individual (task, accuracy), a `label` column per bar group
               title:str='Accuracy per task', y:str='accuracy') -> go.Figure:
     "Grouped bars: accuracy (or `y`) per task for each label."

@@ -108,7 +108,7 @@ def base_svd(W:torch.Tensor, # float32 [m, n]
 class SVDCache:
     "Thin SVDs (U, S) of float32 matrices keyed by content: in memory (up to `max_bytes`) and on disk."
     def __init__(self, path:str|Path|bool|None=None, # directory; None: `cache_dir()/'svd'`; False: memory only
-                 max_bytes:int=2**30, # memory bound
+                 max_bytes:int=2**28, # memory bound (256 MB): the disk entries carry reuse across calls, memory only saves reading them
                  max_disk_bytes:int|None=4 * 2**30): # disk bound: the least recently used entries are removed beyond it (None: no bound)
         self.path = None if path is False else Path(path) if path not in (None, True) else cache_dir() / 'svd'
         self.mem, self.max_bytes, self.hits, self.misses = OrderedDict(), max_bytes, 0, 0

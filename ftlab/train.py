@@ -21,9 +21,10 @@ from .display import figure_widget, show_figure, Status, Panel
 from .zoo import lr_lambda   # warm-up, then cosine to 10% (shared with pre-training)
 
 # %% auto 0
-__all__ = ['METHODS', 'PRESETS', 'KINDS', 'TARGET_GROUPS', 'DEFAULT_LR', 'target_kinds', 'TrainConfig', 'trainable_params',
-           'encode_examples', 'pack_examples', 'Monitor', 'save_checkpoint', 'Run', 'runs', 'grad_mask', 'accelerator',
-           'train_step', 'finetune', 'curves_figure', 'tradeoff_figure', 'LivePlot', 'FtlabCallback']
+__all__ = ['METHODS', 'PRESETS', 'KINDS', 'TARGET_GROUPS', 'DEFAULT_LR', 'EVAL_WARN_SECONDS', 'target_kinds', 'TrainConfig',
+           'trainable_params', 'encode_examples', 'pack_examples', 'Monitor', 'eval_budget', 'save_checkpoint', 'Run',
+           'runs', 'grad_mask', 'accelerator', 'train_step', 'finetune', 'curves_figure', 'tradeoff_figure', 'LivePlot',
+           'FtlabCallback']
 
 # %% ../nbs/20_train.ipynb 7
 METHODS = ('full', 'lora', 'rslora', 'dora', 'sparse')
@@ -209,7 +210,7 @@ class Monitor:
 
     @torch.no_grad()
     def __call__(self, model, step:int) -> dict:
-        was_training = model.training
+        was_training, t0 = model.training, time.perf_counter()
         ev = evaluate(model, self.tok, self.target).summary.iloc[0]
         row = dict(step=int(step), task_acc=float(ev.accuracy), task_loss=-float(ev.logprob))
         if self.target_ood is not None:
@@ -218,10 +219,25 @@ class Monitor:
         accs = {f'acc_{t}': float(evaluate(model, self.tok, df).summary.accuracy.iloc[0]) for t, df in self.forget.items()}
         row['pre_acc'] = float(np.mean(list(accs.values()))) if accs else float('nan')
         row.update(accs)
+        row['eval_seconds'] = time.perf_counter() - t0
         model.train(was_training)
         return row
 
 # %% ../nbs/20_train.ipynb 20
+EVAL_WARN_SECONDS = 60    # evaluation that takes less than this over a whole run is never worth a warning
+
+def eval_budget(cfg:TrainConfig, eval_seconds:float, # one evaluation round (`Monitor`'s `eval_seconds`)
+                step_seconds:float) -> str|None: # one training step
+    "A warning when evaluation would take longer than training over the run of `cfg` (and over `EVAL_WARN_SECONDS`); else None."
+    rounds = 1 + (cfg.steps // cfg.eval_every if cfg.eval_every else 1) + bool(cfg.eval_every and cfg.steps % cfg.eval_every)
+    ev, tr = rounds * eval_seconds, cfg.steps * step_seconds
+    if ev <= max(tr, EVAL_WARN_SECONDS): return None
+    return (f'Evaluation would take about {ev:.0f} s of this run ({rounds} rounds of {eval_seconds:.1f} s: the task and '
+            f'{len(cfg.forget_tasks)} forgetting task(s), n_eval={cfg.n_eval} examples each) against about {tr:.0f} s of '
+            f'training. For a model of this size, evaluate less often (eval_every={cfg.eval_every} now), on fewer examples '
+            f'(n_eval) or on fewer forget_tasks.')
+
+# %% ../nbs/20_train.ipynb 23
 def _write_json(path, obj): write_atomic(path, json.dumps(obj, indent=1, default=str))
 
 def _append(path, row):
@@ -270,7 +286,7 @@ def save_checkpoint(model, tok, out:str|Path, step:int) -> Path:
     shutil.rmtree(d, ignore_errors=True); os.replace(tmp, d)
     return d
 
-# %% ../nbs/20_train.ipynb 21
+# %% ../nbs/20_train.ipynb 24
 class Run:
     "A fine-tuning run directory: config, status, metrics, checkpoints; loads its models and weights."
     def __init__(self, path:str|Path):
@@ -367,7 +383,7 @@ class Run:
         return row
     def __repr__(self): return f'Run({self.path}, {self.config.method} on {self.config.task}, {self.status.get("status")})'
 
-# %% ../nbs/20_train.ipynb 22
+# %% ../nbs/20_train.ipynb 25
 def runs(root:str|Path='runs') -> pd.DataFrame:
     "One row per run directory under `root` (searched recursively): method, hyper-parameters, final metrics."
     rows = []
@@ -377,7 +393,7 @@ def runs(root:str|Path='runs') -> pd.DataFrame:
             warnings.warn(f'Run {p} is left out of the table: {type(e).__name__}: {_clip(str(e), 300)}', stacklevel=2)
     return pd.DataFrame(rows)
 
-# %% ../nbs/20_train.ipynb 24
+# %% ../nbs/20_train.ipynb 27
 def grad_mask(model, batches, # (input_ids, labels) pairs
               names:list[str], density:float) -> dict[str, torch.Tensor]:
     "Boolean masks over parameters `names`: the top `density` fraction of entries by summed |gradient|, ranked globally."
@@ -417,7 +433,7 @@ def _check_mask(mask, model):
     if wrong: raise FtlabError(f'Sparse mask shapes differ from the parameters: {wrong[:5]}.')
     return {n: v.bool() for n, v in mask.items()}
 
-# %% ../nbs/20_train.ipynb 26
+# %% ../nbs/20_train.ipynb 29
 def _trained_state(model) -> dict:
     "The tensors a run's state.pt keeps: the trained parameters only (the frozen base is in the checkpoint's base)."
     return {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
@@ -529,7 +545,7 @@ def _takes_model(cb) -> bool:
     try: return 'model' in inspect.signature(cb).parameters
     except (TypeError, ValueError): return False
 
-# %% ../nbs/20_train.ipynb 28
+# %% ../nbs/20_train.ipynb 31
 def accelerator(device:str='auto', # 'auto' (cuda, then mps, then cpu), 'cpu', 'cuda', 'mps'; `accelerate launch --cpu` forces cpu
                 cfg:TrainConfig|None=None): # its `mixed_precision` (if set), `batch_size` and `grad_accum`
     "The `accelerate.Accelerator` a run trains with: one process here, or this process of `accelerate launch` (its config: processes, mixed precision, DeepSpeed, FSDP)."
@@ -551,7 +567,7 @@ def accelerator(device:str='auto', # 'auto' (cuda, then mps, then cpu), 'cpu', '
     return acc
 
 
-# %% ../nbs/20_train.ipynb 30
+# %% ../nbs/20_train.ipynb 33
 def train_step(acc, # the run's `Accelerator`
                model, # the prepared model (DDP-wrapped with several processes)
                ids:torch.Tensor, labels:torch.Tensor, # the whole step's batch (every process builds the same one)
@@ -572,7 +588,7 @@ def train_step(acc, # the run's `Accelerator`
     return float(acc.reduce(total, 'sum') if world > 1 else total)
 
 
-# %% ../nbs/20_train.ipynb 33
+# %% ../nbs/20_train.ipynb 36
 def finetune(base='llama', # zoo name, local HF model directory or hub id (recorded in the config)
              task='sort', # task name or Task
              method:str='lora', # one of METHODS
@@ -697,6 +713,8 @@ def finetune(base='llama', # zoo name, local HF model directory or hub id (recor
             if main and (done % 10 == 0 or done == cfg.steps):
                 _append(metrics_path, dict(kind='train', step=done, loss=loss, lr=sched.get_last_lr()[0],
                                            tokens=tokens, train_seconds=t_train, processes=acc.num_processes))
+                if row0 is not None and done - start == 10 and (msg := eval_budget(cfg, row0['eval_seconds'], t_train / done)):
+                    warnings.warn(msg, stacklevel=2)
                 _write_status(out, 'running', done)
                 bar.set_postfix(loss=f'{loss:.3f}')
                 if plot is not None: plot.training(done, loss)
@@ -728,7 +746,7 @@ def finetune(base='llama', # zoo name, local HF model directory or hub id (recor
     return Run(out)
 
 
-# %% ../nbs/20_train.ipynb 38
+# %% ../nbs/20_train.ipynb 41
 def curves_figure(metrics:pd.DataFrame|Run|dict, # a run's metrics, a Run, or {label: metrics}
                   title:str='Learning and forgetting') -> go.Figure:
     "Target accuracy (solid), mean pre-training-task accuracy (dotted) and pre-training LM loss per step, a colour per run."
@@ -782,7 +800,7 @@ class LivePlot:
 
 def _empty_metrics(m): return m if m is not None and len(m) else pd.DataFrame(columns=['step', 'task_acc', 'pre_acc', 'lm_loss'])
 
-# %% ../nbs/20_train.ipynb 66
+# %% ../nbs/20_train.ipynb 69
 class FtlabCallback(TrainerCallback):
     "ftlab's evaluation, forgetting and snapshots for a HF `Trainer`: `Trainer(..., callbacks=[FtlabCallback(tok, 'sort')])`."
     def __init__(self, tok, task, out:str|Path|None=None, eval_every:int=50, save_every:int|None=None,

@@ -109,7 +109,7 @@ def test_bpe_prompts_aligned_and_informative_tokens_scored(base):
 def test_streamed_merge_reloads_in_transformers(base, runs, tmp_path):
     from ftlab.merge import merge
     from transformers import AutoModelForCausalLM
-    out = merge(base, [runs['full'].checkpoint()], 'ties', out=tmp_path / 'ties', density=0.2)
+    out = merge(base, [runs['full'].checkpoint()], 'ties', out=tmp_path / 'ties', density=0.2, device=DEVICE)
     cfg = json.loads((out / 'config.json').read_text())
     m = AutoModelForCausalLM.from_pretrained(out)
     assert cfg['dtype'] == 'float32' and next(m.parameters()).dtype == torch.float32
