@@ -319,7 +319,8 @@ def planted_skill(seed:int=0, steps:int=300, n_facts:int=8, density:float=0.2, l
         R[n] = torch.rand(p[n].shape, generator=g) < density
     with tempfile.TemporaryDirectory() as d:
         run = finetune('tiny', task, 'sparse', Path(d) / 'run', mask=R, model_tok=(base, tok), steps=steps, lr=lr,
-                       n_train=n_facts, eval_every=steps, n_eval=n_facts, progress=False, warmup=0, forget_tasks=())
+                       n_train=n_facts, eval_every=steps, n_eval=n_facts, progress=False, warmup=0, forget_tasks=(),
+                       holdout=0)                               # every fact is trained: this skill is memorised, not generalised
         ft = {k: v.clone() for k, v in run.weights().items()}
     tau_scale = max(float((ft[n] - p[n].detach()).abs().max()) for n in R)
     D = {n: torch.zeros_like(p[n], dtype=torch.bool) for n in (up, gate)}

@@ -384,6 +384,13 @@ def _auto_workers() -> int:
     active = os.environ.get('OMP_WAIT_POLICY', '').upper() == 'ACTIVE'
     return 2 if torch.get_num_threads() >= 2 and not active else 1
 
+def _workers(workers) -> int:
+    "`workers` as given (a positive int), or `_auto_workers()` for None."
+    if workers is None: return _auto_workers()
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise ValueError(f'workers={workers!r}: use a positive int (1: one matrix at a time), or None (2 where torch has 2 threads).')
+    return workers
+
 _pools, _pools_lock = {}, threading.Lock()
 
 def _pool(workers:int) -> ThreadPoolExecutor|None:
@@ -438,8 +445,7 @@ def intruders(pair, # `ModelPair`, or (base, fine-tune): anything `open_weights`
     from tqdm.auto import tqdm
     _check_eps(eps); _check_k(k)
     if method not in ('auto', 'full'): raise ValueError(f"method={method!r}; valid: 'auto', 'full'.")
-    workers = _auto_workers() if workers is None else workers
-    if not isinstance(workers, int) or workers < 1: raise ValueError(f'workers={workers!r}: use a positive int (1: one matrix at a time).')
+    workers = _workers(workers)
     pair = as_pair(pair, adapter)
     config, dev = _config(pair), spectral_device(device)
     cache = cache if isinstance(cache, SVDCache) else SVDCache(cache)
@@ -563,7 +569,7 @@ def spectral_stats(w:Mapping, config=None, kinds=MATRIX_KINDS, layers=None,
         problem = _nonfinite(weight=W)
         return dict(key, problem=problem) if problem else dict(key, **_stats(cache.values(W).cpu(), alpha), problem=None)
     items = ((m, as_linear(m.name, w[m.name], config).to(dev)) for m in mats.itertuples())
-    for row in tqdm(_in_order(one, items, _auto_workers() if workers is None else workers), total=len(mats),
+    for row in tqdm(_in_order(one, items, _workers(workers)), total=len(mats),
                     desc='spectral stats', disable=not progress): rows.append(row)
     return _problems(rows, 'spectral_stats', ['layer', 'module', 'name', 'module_name', *_STATS, *(['alpha'] if alpha else []), 'problem'])
 
@@ -613,7 +619,7 @@ def delta_rank(pair, energy:float=0.9, adapter=None, kinds=MATRIX_KINDS, layers=
                 yield m, W0, None, torch.cat([Sd, Sd.new_zeros(min(W0.shape) - len(Sd))]).to(dev)
             else: yield m, W0, as_linear(m.name, pair.ft.view(m.name), config).to(dev), None
     one = lambda m, W0, Wt, Sd: (m, *_delta_spectra(W0, Wt, Sd, cache))
-    for m, problem, S0, Sd in tqdm(_in_order(one, matrices(), _auto_workers() if workers is None else workers),
+    for m, problem, S0, Sd in tqdm(_in_order(one, matrices(), _workers(workers)),
                                    total=len(mats), desc='delta rank', disable=not progress):
         key = dict(layer=m.layer, module=m.module, name=m.name, shape=m.shape)
         if problem: rows.append(dict(key, problem=problem)); continue
