@@ -105,22 +105,22 @@ def interact(nb, widget:str):
         h.focus(); nb.page.keyboard.press('ArrowLeft')
     else: raise KeyError(widget)
 
-def check_interaction(nb, widget:str) -> dict:
-    "Interact, then: feedback (a redraw or a progress bar in the widget) within 1 s, and a redraw in the end."
+def check_interaction(nb, widget:str, timeout:float=120) -> dict:
+    "Interact, then: feedback (a redraw or a progress bar in the widget) within 1 s, and a redraw within `timeout` s."
     nb.scroll_to(f'.ftlab-{widget}')
     before = nb.plots(f'.ftlab-{widget}')
     t0 = time.time(); interact(nb, widget)
     feedback = None
     changed = lambda now: [p['key'] for p in now] != [p['key'] for p in before]
     full = lambda now: len([p for p in now if p['points'] and p['svg_traces']]) >= WIDGETS[widget]
-    while time.time() - t0 < 120:
+    while time.time() - t0 < timeout:
         now = nb.plots(f'.ftlab-{widget}')
         if feedback is None and (changed(now) or nb.page.locator(f'.ftlab-{widget} .ftlab-status progress').count()):
             feedback = time.time() - t0
         if changed(now) and full(now) and not nb.page.locator(f'.ftlab-{widget} .ftlab-status progress').count(): break
         time.sleep(0.05)
     redraw = time.time() - t0
-    assert changed(now), f'{widget}: nothing redrawn after 120 s'
+    assert changed(now), f'{widget}: nothing redrawn after {timeout:.0f} s'
     assert full(now), f'{widget} after the interaction: {summary(now)}'
     assert feedback <= 1.5, f'{widget}: {feedback:.1f} s without a redraw or a progress indicator'
     return dict(redraw=redraw, feedback=feedback)
@@ -132,6 +132,57 @@ def test_getting_started(lab):
         during = sorted({pts for running, pts in live if running})
         assert len(during) >= 2 and during[-1] > during[0], f'the live plot did not fill in while training ran: {live[:20]}'
         for w in ('intruders', 'merge', 'graft', 'patch'): check_interaction(nb, w)
+    finally:
+        nb.close(); lab.shutdown_kernels()
+
+# Every pillar's widget on a real pretrained model (SmolLM2-135M-Instruct, built by `make smollm2`), as a user would
+# write it: short fine-tunes with the live plot, intruders, a merge study, grafting and patching on BPE-aligned prompts.
+SMOLLM2 = ["""
+import tempfile
+from pathlib import Path
+from ftlab.sources import smollm2, load
+from ftlab.train import finetune
+from ftlab.spectral import intruders, intruder_widget
+from ftlab.merge import MergeStudy, merge_widget
+from ftlab.localize import graft_sweep, graft_eval, graft_widget
+from ftlab.patching import query_pairs, patch_widget
+base, runs = str(smollm2()), Path(tempfile.mkdtemp(prefix='ftlab-smollm2-'))
+kw = dict(steps=8, eval_every=4, n_eval=8, n_train=64, batch_size=4, seq_len=96, progress=False, forget_tasks=('count',))
+""", """
+lora = finetune(base, 'copy', 'lora', runs / 'lora', r=8, live=True, **kw)
+""", """
+full = finetune(base, 'copy', 'full', runs / 'full', lr=1e-5, **kw)
+rev = finetune(base, 'reverse', 'full', runs / 'rev', lr=1e-5, **kw)
+intruder_widget({'lora': intruders((base, None), adapter=lora.checkpoint(), progress=False),
+                 'full': intruders((base, full.checkpoint()), progress=False)})
+""", """
+merge_widget(MergeStudy(base, {'copy': full, 'reverse': rev}, ['copy', 'reverse'], n=16), lams=(0.5, 1.0))
+""", """
+masks = graft_sweep((base, full), 'copy', [1e-4, 1e-3], steps=2, n_train=16, n_val=16, progress=False)
+graft_widget(graft_eval((base, full), masks, 'copy', n=16), masks, label='full fine-tune on copy')
+""", """
+model, tok = load(base)
+patch_widget(model, tok, *query_pairs('entity', 4, tok=tok))
+"""]
+
+@pytest.mark.slow
+def test_widgets_on_smollm2(lab):
+    """Every pillar's widget on SmolLM2-135M-Instruct in JupyterLab: each draws, and answers one interaction (make test-all,
+    after make smollm2)."""
+    pytest.importorskip('gguf', reason='make smollm2 installs gguf and builds the model')
+    from ftlab.sources import smollm2
+    smollm2()                                                     # built once, into ftlab's cache (outside the repository)
+    write_nb(lab.root / 'smollm2.ipynb', SMOLLM2)
+    nb = lab.open('smollm2.ipynb')
+    try:
+        nb.run_all(); nb.wait_done(1200)
+        assert not nb.errors(), nb.errors()
+        for w, n in WIDGETS.items():
+            dt, plots = nb.wait_drawn(f'.ftlab-{w}', n=n, timeout=60)
+            assert dt is not None, f'SmolLM2: the {w} widget drew {summary(plots)}'
+        for w in ('intruders', 'graft', 'patch', 'merge'):
+            seen = check_interaction(nb, w, timeout=600)          # a merge study re-merges and evaluates a 135M model
+            print(f'SmolLM2 {w}: feedback {seen["feedback"]:.2f} s, redrawn in {seen["redraw"]:.1f} s')
     finally:
         nb.close(); lab.shutdown_kernels()
 
