@@ -74,6 +74,8 @@ def score(model, tok, prompts, answers, batch_size:int=64,
     masks = [None] * len(enc) if answer_masks is None else [answer_token_mask(tok, a, m) for a, m in zip(answers, answer_masks)]
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     rows = [None] * len(enc)
+    answer_ids = sorted({t for full, n in enc for t in full[n:]})
+    blank_ids = {t for t, b in zip(answer_ids, blank_tokens(tok, answer_ids)) if b}   # each answer token decoded once
     for s, ids, mask in _batches([e[0] for e in enc], batch_size, pad):
         logits = model(input_ids=ids.to(_device(model)), attention_mask=mask.to(_device(model))).logits.float()
         if not torch.isfinite(logits).all():
@@ -86,9 +88,10 @@ def score(model, tok, prompts, answers, batch_size:int=64,
             gold = torch.tensor(full[n:])
             lp = logp[i, n - 1:len(full) - 1]            # rows predicting each answer token
             keep = torch.ones(len(gold), dtype=torch.bool) if masks[s + i] is None else torch.tensor(masks[s + i])
-            blank = torch.tensor(blank_tokens(tok, full[n:]))
+            blank = torch.tensor([t in blank_ids for t in full[n:]], dtype=torch.bool)
             # whitespace-only tokens are teacher-forced context, not scored (unless the answer has nothing else)
-            scored = keep & ~blank if (keep & ~blank).any() else keep
+            informative = keep & ~blank
+            scored = informative if informative.any() else keep
             best = lp.max(-1)
             rows[s + i] = dict(pred=tok.decode(torch.where(blank, gold, best.indices)[keep].tolist()).strip(),
                                correct=bool((best.indices == gold)[scored].all()),
